@@ -107,7 +107,9 @@ def _build(node: yaml.Node, loc: Loc, positions: dict[Loc, Position], ctor: yaml
                     fix="give each key once",
                 )
             result[key] = _build(value_node, (*loc, key), positions, ctor, path)
-            positions[(*loc, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if not isinstance(value_node, yaml.ScalarNode):
+                # a nested block starts on the next line; point at its key instead
+                positions[(*loc, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*loc, i), positions, ctor, path) for i, item in enumerate(node.value)]

@@ -1,0 +1,53 @@
+# spike: `make demo` and `make test` do all the set-up on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PORT    ?= 8080
+
+.PHONY: deps system-deps python-deps gatling-deps demo test test-unit test-integration lint bench clean
+
+deps: system-deps python-deps gatling-deps
+
+# Java and Maven come with this kind of machine; install them where they are missing.
+system-deps:
+	@command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven)
+
+python-deps: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Downloads Gatling 3.11.5 from Maven Central once and compiles the built-in
+# scenarios into spike's build cache, so runs start in seconds.
+gatling-deps: python-deps system-deps
+	$(BIN)/spike build --profile viral-x10 --profile smoke
+
+demo: deps
+	PORT=$(PORT) SPIKE=$(BIN)/spike scripts/demo.sh
+
+test: deps
+	$(BIN)/pytest
+
+test-unit: python-deps
+	$(BIN)/pytest tests/unit
+
+test-integration: deps
+	$(BIN)/pytest tests/integration
+
+lint: python-deps
+	$(BIN)/ruff check loadorch tests bench
+	$(BIN)/ruff format --check loadorch tests bench
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python bench/bench_fidelity.py
+	$(BIN)/python bench/bench_overhead.py
+	$(BIN)/python bench/bench_analysis.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache gatling/target

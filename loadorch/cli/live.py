@@ -1,0 +1,98 @@
+"""The terminal live view of a run, and the final summary table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from loadorch.orchestrator import LiveView
+
+
+class TerminalObserver:
+    """Draws phases as lines and the live view as a table that redraws once a second.
+
+    Without a terminal (CI, pipes) it prints one plain line every few seconds instead.
+    """
+
+    def __init__(self, console: Console, plain_every_s: float = 5.0) -> None:
+        self.console = console
+        self.live: Live | None = None
+        self.plain_every_s = plain_every_s
+        self._last_plain = -1e9
+
+    def phase(self, name: str, detail: str = "") -> None:
+        if name in ("collect", "teardown", "interrupted"):
+            self.close()
+        self.console.print(f"[bold cyan]{name:>10}[/] {detail}")
+
+    def tick(self, view: LiveView) -> None:
+        if self.console.is_terminal:
+            if self.live is None:
+                self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+                self.live.start()
+            self.live.update(render_live(view))
+        elif view.elapsed_s - self._last_plain >= self.plain_every_s:
+            self._last_plain = view.elapsed_s
+            self.console.print(plain_line(view), markup=False)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def render_live(view: LiveView) -> Group:
+    remaining = max(0.0, view.duration_s - view.elapsed_s)
+    header = Text(
+        f"elapsed {view.elapsed_s:5.0f} s   remaining {remaining:5.0f} s   "
+        f"injectors running {view.injectors_running}/{view.injectors_total}"
+    )
+    table = Table("region", "planned users/s", "achieved users/s", "requests", "errors", "p95 (last 5 s)")
+    for r in view.regions:
+        table.add_row(
+            r.name,
+            f"{r.planned_rate_per_s:,.1f}",
+            f"{r.achieved_rate_per_s:,.0f}",
+            f"{r.requests:,}",
+            f"[red]{r.ko:,}[/]" if r.ko else "0",
+            "-" if r.p95_ms is None else f"{r.p95_ms} ms",
+        )
+    return Group(header, table)
+
+
+def plain_line(view: LiveView) -> str:
+    parts = [f"t={view.elapsed_s:.0f}/{view.duration_s:.0f}s"]
+    for r in view.regions:
+        p95 = "-" if r.p95_ms is None else f"{r.p95_ms}ms"
+        parts.append(
+            f"{r.name}: {r.achieved_rate_per_s:.0f}/{r.planned_rate_per_s:.0f} users/s p95={p95} errors={r.ko}"
+        )
+    return "  ".join(parts)
+
+
+def render_summary(summary: dict[str, Any]) -> Group:
+    """The end-of-run table: totals, percentiles per region and request, SLOs, verdict."""
+    parts: list[Any] = []
+    lat = Table("scope", "requests", "ko", "p50", "p75", "p95", "p99", "max", title="latency (ms, exact, all injectors)")
+    for scope, row in summary.get("latency_rows", []):
+        lat.add_row(scope, *[str(v) for v in row])
+    parts.append(lat)
+    if summary.get("slos"):
+        slos = Table("SLO", "threshold", "actual", "result", title="SLOs")
+        for slo in summary["slos"]:
+            slos.add_row(
+                slo["name"], str(slo["threshold"]), str(slo["actual"]),
+                "[green]pass[/]" if slo["passed"] else "[red]FAIL[/]",
+            )
+        parts.append(slos)
+    errors = summary.get("errors", [])
+    if errors:
+        table = Table("error", "count", title="errors by message")
+        for item in errors[:10]:
+            table.add_row(item["message"], f"{item['count']:,}")
+        parts.append(table)
+    return Group(*parts)

@@ -1,0 +1,81 @@
+"""`spike run`: plan the storm, run it for real, judge it, tear everything down."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from loadorch.cli.common import (
+    ProfileOption,
+    ProviderOption,
+    RegionsOption,
+    TargetOption,
+    check_provider,
+    console,
+    handles_errors,
+    parse_regions,
+)
+from loadorch.cli.live import TerminalObserver, render_summary
+from loadorch.orchestrator import RunSettings, execute_run
+from loadorch.paths import build_cache_dir
+from loadorch.profiles.loader import load_profile
+from loadorch.providers.local import LocalProvider
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@handles_errors
+def run(
+    profile: ProfileOption,
+    regions: RegionsOption = None,
+    target: TargetOption = None,
+    provider: ProviderOption = "local",
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
+    html_report: Annotated[
+        bool, typer.Option("--html-report/--no-html-report", help="Build Gatling's merged HTML report.")
+    ] = True,
+    start_lead_s: Annotated[
+        float, typer.Option(min=1.0, max=600.0, help="Seconds between planning and the shared start instant.")
+    ] = 4.0,
+    java: Annotated[str, typer.Option(help="The java executable injectors use.")] = "java",
+) -> None:
+    """Run a load profile for real with Gatling injectors, then judge it against its SLOs.
+
+    Exit codes: 0 passed, 1 SLO failed, 2 bad input, 3 infrastructure failure, 130 interrupted.
+    """
+    check_provider(provider)
+    loaded = load_profile(profile)
+    observer = TerminalObserver(console)
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        outcome = execute_run(
+            loaded,
+            provider=LocalProvider(),
+            settings=RunSettings(
+                runs_dir=runs_dir,
+                cache_dir=build_cache_dir(),
+                java=java,
+                html_report=html_report,
+                start_lead_s=start_lead_s,
+            ),
+            regions=parse_regions(regions),
+            target=target,
+            observer=observer,
+        )
+    finally:
+        observer.close()
+        signal.signal(signal.SIGTERM, previous)
+    summary = outcome.summary
+    console.print(render_summary(summary))
+    colour = {"passed": "green", "failed": "red"}.get(summary["verdict"], "yellow")
+    console.print(f"[bold {colour}]verdict: {summary['verdict'].upper()}[/]  {summary.get('reason', '')}")
+    console.print(f"fidelity (MAPE of arrivals vs plan): {summary.get('fidelity_mape_pct')} %")
+    console.print(f"run directory: {outcome.run_dir}")
+    console.print(f"report: {outcome.report_path or 'not built'}")
+    raise typer.Exit(int(outcome.exit_code))

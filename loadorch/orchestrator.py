@@ -1,0 +1,334 @@
+"""One run, start to finish: preflight -> build -> plan -> provision -> run -> collect -> judge -> teardown.
+
+The orchestrator wires the adapters together and owns the cleanup guarantee:
+whatever happens after the fleet is provisioned (success, failure, exception,
+Ctrl-C, SIGTERM), `provider.teardown()` runs, and whatever results exist are
+collected and judged first. It never prints; it reports to a `RunObserver`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from loadorch.analysis.simlog import LogAccumulator, merge
+from loadorch.analysis.stats import MergedStats
+from loadorch.engine.gatling.build import CompiledSimulation, cached_simulation, compile_simulation
+from loadorch.engine.gatling.command import injector_command, reports_only_command
+from loadorch.engine.gatling.render import render_simulation
+from loadorch.errors import ExitCode, InjectorError
+from loadorch.plan.model import InjectorPlan, Plan
+from loadorch.plan.planner import PlanOptions, plan_run
+from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
+from loadorch.profiles.loader import LoadedProfile
+from loadorch.providers.base import InjectorHandle, Provider
+from loadorch.verdict import judge
+
+# Gatling buffers simulation.log writes; a small buffer keeps the live view fresh.
+LIVE_GATLING_PROPERTIES = {"gatling.data.file.bufferSize": "2048"}
+ASSERTIONS_FAILED = 2  # Gatling's exit status when its own assertions fail
+
+
+class RunObserver(Protocol):
+    """Receives progress; the CLI draws it, tests record it."""
+
+    def phase(self, name: str, detail: str = "") -> None: ...
+
+    def tick(self, view: LiveView) -> None: ...
+
+
+class NullObserver:
+    def phase(self, name: str, detail: str = "") -> None:
+        return None
+
+    def tick(self, view: LiveView) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run, beyond the plan."""
+
+    runs_dir: Path
+    cache_dir: Path
+    java: str = "java"
+    html_report: bool = True
+    tick_s: float = 1.0
+    start_lead_s: float = 4.0
+    stop_grace_s: float = 10.0
+    overrun_s: float = 60.0  # how long injectors may outlive the plan before they are stopped
+
+
+@dataclass(frozen=True)
+class RegionLive:
+    name: str
+    planned_rate_per_s: float
+    achieved_rate_per_s: float
+    requests: int
+    ko: int
+    p95_ms: int | None
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """What the terminal shows once a second."""
+
+    elapsed_s: float
+    duration_s: float
+    regions: tuple[RegionLive, ...]
+    injectors_running: int
+    injectors_total: int
+
+
+@dataclass
+class InjectorRun:
+    """An injector during and after the run."""
+
+    plan: InjectorPlan
+    handle: InjectorHandle
+    accumulator: LogAccumulator
+    log_path: Path | None = None
+    offset: int = 0
+    exit_code: int | None = None
+    stopped_by_spike: bool = False
+
+
+@dataclass
+class RunOutcome:
+    plan: Plan
+    run_dir: Path
+    summary: dict[str, Any]
+    exit_code: ExitCode
+    report_path: Path | None
+    stats: MergedStats | None = field(default=None, repr=False)
+
+
+def prepare_build(loaded: LoadedProfile, settings: RunSettings, observer: RunObserver) -> CompiledSimulation:
+    source = render_simulation(loaded.profile)
+    if cached_simulation(source, settings.cache_dir) is None:
+        observer.phase("build", "compiling the Gatling simulation (once per scenario)")
+    compiled = compile_simulation(source, settings.cache_dir)
+    observer.phase("build", f"simulation ready ({compiled.key})")
+    return compiled
+
+
+def execute_run(
+    loaded: LoadedProfile,
+    *,
+    provider: Provider,
+    settings: RunSettings,
+    regions: tuple[str, ...] = (),
+    target: str | None = None,
+    observer: RunObserver | None = None,
+    clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+) -> RunOutcome:
+    """Run a profile for real and return the judged outcome. Raises only before the fleet exists."""
+    observer = observer or NullObserver()
+    profile = loaded.profile
+    base_url = (target or profile.target.base_url).rstrip("/")
+
+    # Preflight: refuse a forbidden target before any connection or DNS lookup.
+    check_target_allowed(base_url, profile.target.allow_hosts)
+    require_java(settings.java)
+    check_target_reachable(base_url)
+    observer.phase("preflight", f"target {base_url} answers")
+
+    compiled = prepare_build(loaded, settings, observer)
+    plan = plan_run(
+        profile,
+        PlanOptions(
+            now_ms=clock_ms(),
+            provider=provider.name,
+            regions=regions,
+            target=target,
+            start_lead_s=settings.start_lead_s,
+        ),
+    )
+    run_dir = settings.runs_dir / plan.run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    _write_json(run_dir / "plan.json", plan.to_dict())
+    shutil.copyfile(loaded.source, run_dir / "profile.yaml")
+    shutil.copyfile(compiled.source_path, run_dir / "Simulation.scala")
+    observer.phase("plan", f"run {plan.run_id}: {len(plan.injectors)} injector(s), {plan.duration_s:.0f} s")
+
+    feeders = {f.name: f.file for f in profile.scenario.feeders}
+    runs: list[InjectorRun] = []
+    interrupted = False
+    failure: str | None = None
+    try:
+        provider.provision(plan, run_dir)
+        for injector in plan.injectors:
+            workdir = run_dir / "injectors" / injector.id
+            command = injector_command(
+                compiled,
+                plan,
+                injector,
+                results_dir=workdir / "results",
+                feeders=feeders,
+                heap_mb=profile.injector.heap_mb,
+                java=settings.java,
+                extra_properties=LIVE_GATLING_PROPERTIES,
+            )
+            handle = provider.launch(injector, command, workdir)
+            runs.append(InjectorRun(injector, handle, LogAccumulator(injector.id, injector.region, plan.start_at_ms)))
+        observer.phase("run", f"{len(runs)} injector(s) started; load begins at the shared start instant")
+        try:
+            _monitor(plan, runs, settings, observer, clock_ms)
+        except KeyboardInterrupt:
+            interrupted = True
+            observer.phase("interrupted", "stopping the load; collecting what exists (Ctrl-C again to abort)")
+            for run in runs:
+                run.stopped_by_spike = True
+                run.handle.stop(settings.stop_grace_s)
+        for run in runs:
+            provider.collect(run.handle)
+            run.exit_code = run.handle.poll()
+            _read_new(run)
+            run.accumulator.finish()
+    except InjectorError as exc:
+        failure = exc.render()
+    finally:
+        provider.teardown()
+        observer.phase("teardown", "every injector stopped")
+
+    return _conclude(plan, run_dir, runs, compiled, settings, observer, interrupted=interrupted, failure=failure)
+
+
+def _monitor(
+    plan: Plan, runs: list[InjectorRun], settings: RunSettings, observer: RunObserver, clock_ms: Callable[[], int]
+) -> None:
+    deadline_ms = plan.start_at_ms + (plan.duration_s + settings.overrun_s) * 1000
+    while True:
+        for run in runs:
+            _read_new(run)
+        running = [r for r in runs if r.handle.poll() is None]
+        now = clock_ms()
+        observer.tick(_live_view(plan, runs, now, len(running)))
+        if not running:
+            return
+        if now > deadline_ms:
+            for run in running:
+                run.stopped_by_spike = True
+                run.handle.stop(settings.stop_grace_s)
+            return
+        time.sleep(settings.tick_s)
+
+
+def _read_new(run: InjectorRun) -> None:
+    """Feed the bytes Gatling appended to this injector's simulation.log since the last read."""
+    if run.log_path is None:
+        found = sorted(run.handle.results_dir().glob("*/simulation.log"))
+        if not found:
+            return
+        run.log_path = found[0]
+    try:
+        with run.log_path.open("rb") as handle:
+            handle.seek(run.offset)
+            chunk = handle.read()
+    except OSError:
+        return
+    if chunk:
+        run.offset += len(chunk)
+        run.accumulator.feed(chunk)
+
+
+def _live_view(plan: Plan, runs: list[InjectorRun], now_ms: int, running: int) -> LiveView:
+    elapsed_s = max(0.0, (now_ms - plan.start_at_ms) / 1000)
+    second = int(elapsed_s) - 1  # the last complete second
+    rows = []
+    for region in plan.regions:
+        accs = [r.accumulator for r in runs if r.plan.region == region.name]
+        snapshot = merge(accs).live(region.name, second) if accs else None
+        rows.append(
+            RegionLive(
+                name=region.name,
+                planned_rate_per_s=region.curve.users_between(second, second + 1) if second >= 0 else 0.0,
+                achieved_rate_per_s=snapshot.users_started if snapshot else 0,
+                requests=snapshot.requests_total if snapshot else 0,
+                ko=snapshot.ko_total if snapshot else 0,
+                p95_ms=snapshot.p95_ms if snapshot else None,
+            )
+        )
+    return LiveView(elapsed_s, plan.duration_s, tuple(rows), running, len(runs))
+
+
+def _conclude(
+    plan: Plan,
+    run_dir: Path,
+    runs: list[InjectorRun],
+    compiled: CompiledSimulation,
+    settings: RunSettings,
+    observer: RunObserver,
+    *,
+    interrupted: bool,
+    failure: str | None,
+) -> RunOutcome:
+    observer.phase("collect", "merging every injector's results")
+    report_dir = run_dir / "report"
+    report_dir.mkdir(exist_ok=True)
+    logs = []
+    for run in runs:
+        if run.log_path and run.log_path.is_file():
+            dest = report_dir / f"{run.plan.id}.log"
+            _link_or_copy(run.log_path, dest)
+            logs.append(dest)
+    report_proc = None
+    if settings.html_report and logs:
+        command = reports_only_command(compiled.classpath(), run_dir, "report", java=settings.java)
+        report_proc = subprocess.Popen(
+            command.argv,
+            stdout=(run_dir / "report-console.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    stats = merge([r.accumulator for r in runs]) if runs else None
+    injectors = [
+        {
+            "id": r.plan.id,
+            "region": r.plan.region,
+            "exit_code": r.exit_code,
+            "state": _injector_state(r),
+            "log": str(r.log_path) if r.log_path else None,
+        }
+        for r in runs
+    ]
+    verdict = judge(plan, stats, injectors, interrupted=interrupted, failure=failure)
+    report_path = None
+    if report_proc is not None:
+        try:
+            report_proc.wait(timeout=600)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            report_proc.kill()
+            report_proc.wait()
+        if report_proc.returncode == 0 and (report_dir / "index.html").is_file():
+            report_path = report_dir / "index.html"
+    summary = {**verdict.summary, "report": str(report_path) if report_path else None, "run_dir": str(run_dir)}
+    _write_json(run_dir / "summary.json", summary)
+    return RunOutcome(plan, run_dir, summary, verdict.exit_code, report_path, stats)
+
+
+def _injector_state(run: InjectorRun) -> str:
+    if run.exit_code in (0, ASSERTIONS_FAILED) and not run.stopped_by_spike:
+        return "completed"
+    if run.stopped_by_spike:
+        return "stopped"
+    return "failed"
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,111 @@
+"""The local provider: each injector is a JVM on this machine; regions are labels.
+
+Every JVM runs in its own process group and is told by the kernel to die if
+spike dies (PR_SET_PDEATHSIG), so no Java process outlives a run, even when
+spike itself is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from loadorch.errors import InjectorError
+from loadorch.plan.model import InjectorPlan, Plan
+from loadorch.process import Command
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class LocalInjector:
+    """A Gatling JVM started by the local provider."""
+
+    def __init__(self, injector_id: str, process: subprocess.Popen[bytes], workdir: Path) -> None:
+        self.injector_id = injector_id
+        self.process = process
+        self.workdir = workdir
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self, grace_s: float) -> None:
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def results_dir(self) -> Path:
+        return self.workdir / "results"
+
+
+class LocalProvider:
+    """Injectors as local processes (the default; needs only Java)."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.handles: list[LocalInjector] = []
+
+    def provision(self, plan: Plan, run_dir: Path) -> None:
+        # Nothing to create: this machine is the fleet.
+        return None
+
+    def launch(self, injector: InjectorPlan, command: Command, workdir: Path) -> LocalInjector:
+        workdir.mkdir(parents=True, exist_ok=True)
+        console = (workdir / "console.log").open("wb")
+        try:
+            process = subprocess.Popen(
+                command.argv,
+                cwd=command.cwd or workdir,
+                env=command.full_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches spike, which then stops the fleet in order
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise InjectorError(
+                f"cannot start the injector JVM: {exc}", where=injector.id, fix="run `spike doctor`"
+            ) from exc
+        finally:
+            console.close()
+        handle = LocalInjector(injector.id, process, workdir)
+        self.handles.append(handle)
+        return handle
+
+    def collect(self, handle: LocalInjector) -> Path:  # type: ignore[override]
+        return handle.results_dir()
+
+    def teardown(self, grace_s: float = 5.0) -> None:
+        deadline = time.monotonic() + grace_s
+        for handle in self.handles:
+            if handle.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(handle.pid, signal.SIGTERM)
+        for handle in self.handles:
+            with contextlib.suppress(Exception):
+                handle.stop(max(0.1, deadline - time.monotonic()))

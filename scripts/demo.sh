@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The demo: the sample target on loopback, then a viral x10 storm from two real
+# Gatling injectors (one per region label) against it, ending in a report.
+set -euo pipefail
+SPIKE=${SPIKE:-spike}
+PORT=${PORT:-8080}
+
+"$SPIKE" target serve --port "$PORT" &
+target_pid=$!
+trap 'kill "$target_pid" 2>/dev/null || true; wait "$target_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+set +e
+"$SPIKE" run --profile viral-x10 --regions eu-west-2,us-east-1 --provider local \
+  --target "http://127.0.0.1:$PORT"
+status=$?
+set -e
+case $status in
+  0) echo "demo: the sample target held the storm (SLOs passed)";;
+  1) echo "demo: the storm broke the sample target's SLOs, as designed (exit 1); see the report above";;
+  *) echo "demo: spike failed with exit code $status"; exit "$status";;
+esac
