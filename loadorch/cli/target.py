@@ -22,7 +22,10 @@ def serve(
     queue_timeout_ms: Annotated[
         float, typer.Option(min=0, help="Wait for a slot longer than this and get a 503.")
     ] = 250.0,
-    extra_latency_ms: Annotated[float, typer.Option(min=0, help="Deliberate slowdown on every request.")] = 0.0,
+    extra_latency_ms: Annotated[
+        float, typer.Option(min=0, help="Deliberate slowdown on every limited request (regression drills).")
+    ] = 0.0,
+    posts: Annotated[int, typer.Option(min=1, help="Posts with ids 1..N exist.")] = 500,
 ) -> None:
     """Serve a social feed (feed, post, like, create) with bounded capacity until Ctrl-C."""
     config = TargetConfig(
@@ -32,6 +35,7 @@ def serve(
         service_time_ms=service_time_ms,
         queue_timeout_ms=queue_timeout_ms,
         extra_latency_ms=extra_latency_ms,
+        posts=posts,
     )
 
     def ready(url: str) -> None:
