@@ -28,11 +28,12 @@ from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.plan.planner import PlanOptions, plan_run
 from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
 from loadorch.profiles.loader import LoadedProfile
+from loadorch.profiles.model import Slos
 from loadorch.providers.base import InjectorHandle, Provider
 from loadorch.verdict import judge
 
 # Gatling buffers simulation.log writes; a small buffer keeps the live view fresh.
-LIVE_GATLING_PROPERTIES = {"gatling.data.file.bufferSize": "2048"}
+LIVE_GATLING_PROPERTIES = {"gatling.data.file.bufferSize": "512"}
 ASSERTIONS_FAILED = 2  # Gatling's exit status when its own assertions fail
 
 
@@ -61,7 +62,7 @@ class RunSettings:
     java: str = "java"
     html_report: bool = True
     tick_s: float = 1.0
-    start_lead_s: float = 4.0
+    start_lead_s: float = 3.5
     stop_grace_s: float = 10.0
     overrun_s: float = 60.0  # how long injectors may outlive the plan before they are stopped
 
@@ -198,7 +199,9 @@ def execute_run(
         provider.teardown()
         observer.phase("teardown", "every injector stopped")
 
-    return _conclude(plan, run_dir, runs, compiled, settings, observer, interrupted=interrupted, failure=failure)
+    return _conclude(
+        plan, profile.slos, run_dir, runs, compiled, settings, observer, interrupted=interrupted, failure=failure
+    )
 
 
 def _monitor(
@@ -242,18 +245,20 @@ def _read_new(run: InjectorRun) -> None:
 def _live_view(plan: Plan, runs: list[InjectorRun], now_ms: int, running: int) -> LiveView:
     elapsed_s = max(0.0, (now_ms - plan.start_at_ms) / 1000)
     second = int(elapsed_s) - 1  # the last complete second
+    stats = merge(r.accumulator for r in runs)
+    last = next((row for row in stats.per_second if row.second == second), None)
     rows = []
     for region in plan.regions:
-        accs = [r.accumulator for r in runs if r.plan.region == region.name]
-        snapshot = merge(accs).live(region.name, second) if accs else None
+        now = last.regions.get(region.name) if last else None
+        totals = stats.by_region.get(region.name)
         rows.append(
             RegionLive(
                 name=region.name,
                 planned_rate_per_s=region.curve.users_between(second, second + 1) if second >= 0 else 0.0,
-                achieved_rate_per_s=snapshot.users_started if snapshot else 0,
-                requests=snapshot.requests_total if snapshot else 0,
-                ko=snapshot.ko_total if snapshot else 0,
-                p95_ms=snapshot.p95_ms if snapshot else None,
+                achieved_rate_per_s=now.users_started if now else 0,
+                requests=totals.all.count if totals else 0,
+                ko=totals.ko.count if totals else 0,
+                p95_ms=now.p95 if now else None,
             )
         )
     return LiveView(elapsed_s, plan.duration_s, tuple(rows), running, len(runs))
@@ -261,6 +266,7 @@ def _live_view(plan: Plan, runs: list[InjectorRun], now_ms: int, running: int) -
 
 def _conclude(
     plan: Plan,
+    slos: Slos,
     run_dir: Path,
     runs: list[InjectorRun],
     compiled: CompiledSimulation,
@@ -299,7 +305,7 @@ def _conclude(
         }
         for r in runs
     ]
-    verdict = judge(plan, stats, injectors, interrupted=interrupted, failure=failure)
+    verdict = judge(plan, slos, stats, injectors, interrupted=interrupted, failure=failure)
     report_path = None
     if report_proc is not None:
         try:

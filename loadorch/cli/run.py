@@ -42,7 +42,7 @@ def run(
     ] = True,
     start_lead_s: Annotated[
         float, typer.Option(min=1.0, max=600.0, help="Seconds between planning and the shared start instant.")
-    ] = 4.0,
+    ] = 3.5,
     java: Annotated[str, typer.Option(help="The java executable injectors use.")] = "java",
 ) -> None:
     """Run a load profile for real with Gatling injectors, then judge it against its SLOs.
@@ -75,7 +75,14 @@ def run(
     console.print(render_summary(summary))
     colour = {"passed": "green", "failed": "red"}.get(summary["verdict"], "yellow")
     console.print(f"[bold {colour}]verdict: {summary['verdict'].upper()}[/]  {summary.get('reason', '')}")
-    console.print(f"fidelity (MAPE of arrivals vs plan): {summary.get('fidelity_mape_pct')} %")
+    skew = summary.get("start_skew_ms") or {}
+    console.print(
+        f"fidelity (MAPE of arrivals vs plan): {summary.get('fidelity_mape_pct')} %   "
+        f"requests achieved/planned: {summary.get('achieved_vs_planned_requests')}   "
+        f"injection start offset (max): {skew.get('injection_start_offset_max')} ms"
+    )
+    if summary.get("late_injectors"):
+        console.print(f"[yellow]late start:[/] {', '.join(summary['late_injectors'])} missed the shared start")
     console.print(f"run directory: {outcome.run_dir}")
     console.print(f"report: {outcome.report_path or 'not built'}")
     raise typer.Exit(int(outcome.exit_code))

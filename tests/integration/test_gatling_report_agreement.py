@@ -14,24 +14,20 @@ nearest-rank sample and its neighbour (e.g. 113 between samples 111 and 114).
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
+from report_compare import PERCENTILE_FIELDS, STATUSES, compare, gatling_requests, sorted_samples
 
 from loadorch.analysis import InjectorLog, Latency, MergedStats, analyze_logs
-from loadorch.analysis.stats import Status
 from loadorch.engine.gatling.command import reports_only_command
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "gatling-3.11.5"
-CLASSPATH_FILE = REPO / "gatling" / "target" / "classpath.txt"
-PERCENTILE_FIELDS = {"percentiles1": 50, "percentiles2": 75, "percentiles3": 95, "percentiles4": 99}
-STATUSES: dict[str, Status] = {"total": "all", "ok": "ok", "ko": "ko"}
+CLASSPATH_FILE = REPO / "gatling" / "classpath.txt"
 
 pytestmark = pytest.mark.integration
 
@@ -98,60 +94,6 @@ def gatling_stats(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def spike_stats() -> MergedStats:
     logs, start_at_ms = fixture_logs()
     return analyze_logs(logs, start_at_ms)
-
-
-def gatling_requests(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every REQUEST entry of stats.json by its path, however deep in groups."""
-    found: dict[str, dict[str, Any]] = {}
-    for child in node.get("contents", {}).values():
-        if child["type"] == "REQUEST":
-            found[child["path"]] = child["stats"]
-        found.update(gatling_requests(child))
-    return found
-
-
-def sorted_samples(latency: Latency, status: Status) -> list[int]:
-    hist = latency.histogram(status)
-    return [value for value in sorted(hist) for _ in range(hist[value])]
-
-
-def tdigest_band(samples: list[int], q: int) -> tuple[int, int]:
-    """[sample at nearest rank of q-1, minus one sample; sample at nearest rank of q+1, plus one]."""
-    n = len(samples)
-    low = max(1, math.ceil(Fraction(max(q - 1, 0)) * n / 100))
-    high = max(1, math.ceil(Fraction(min(q + 1, 100)) * n / 100))
-    return samples[max(low - 2, 0)], samples[min(high, n - 1)]
-
-
-def compare(scope: str, gatling: dict[str, Any], latency: Latency) -> list[str]:
-    """Every disagreement between a Gatling stats block and spike's latency of the same scope."""
-    problems = []
-    for g_status, status in STATUSES.items():
-        mine = getattr(latency, status)
-        count = gatling["numberOfRequests"][g_status]
-        if int(count) != mine.count:
-            problems.append(f"{scope} {status}: count gatling {count} spike {mine.count}")
-        if mine.count == 0:
-            continue  # Gatling prints 0 or "-" for the statistics of nothing
-        exact = {
-            "minResponseTime": mine.min,
-            "maxResponseTime": mine.max,
-            "meanResponseTime": mine.mean,
-            "standardDeviation": mine.std_dev,
-        }
-        for name, value in exact.items():
-            if int(gatling[name][g_status]) != value:
-                problems.append(f"{scope} {status}: {name} gatling {gatling[name][g_status]} spike {value}")
-        samples = sorted_samples(latency, status)
-        for name, q in PERCENTILE_FIELDS.items():
-            theirs = int(gatling[name][g_status])
-            low, high = tdigest_band(samples, q)
-            if not low <= theirs <= high:
-                problems.append(
-                    f"{scope} {status}: p{q} gatling {theirs} outside [{low}, {high}] "
-                    f"(spike's exact p{q} is {latency.percentile(q, status)})"
-                )
-    return problems
 
 
 def test_global_statistics_agree(gatling_stats: dict[str, Any], spike_stats: MergedStats) -> None:

@@ -38,7 +38,10 @@ class CompiledSimulation:
 
     @property
     def dependency_jars(self) -> tuple[str, ...]:
-        text = (self.directory / "classpath.txt").read_text().strip()
+        try:
+            text = (self.directory / "classpath.txt").read_text().strip()
+        except OSError:
+            return ()
         return tuple(p for p in text.split(os.pathsep) if p)
 
     def classpath(self) -> str:
@@ -66,7 +69,7 @@ def maven_command(build_dir: Path, *, offline: bool = False) -> Command:
     argv = ["mvn", "-B", "-q"]
     if offline:
         argv.append("-o")
-    argv += ["test-compile", "dependency:build-classpath", f"-Dmdep.outputFile={build_dir / 'classpath.txt'}"]
+    argv += ["test-compile", "dependency:build-classpath"]
     return Command(tuple(argv), cwd=build_dir)
 
 
@@ -75,7 +78,8 @@ def cached_simulation(source: str, cache_dir: Path, project: Path | None = None)
     project = project or gatling_project()
     key = cache_key(source, project)
     compiled = CompiledSimulation(key, cache_dir / key)
-    if (compiled.directory / "ok").is_file() and all(Path(j).is_file() for j in compiled.dependency_jars):
+    jars = compiled.dependency_jars
+    if (compiled.directory / "ok").is_file() and jars and all(Path(j).is_file() for j in jars):
         return compiled
     return None
 

@@ -1,0 +1,157 @@
+"""Real runs: local Gatling injectors against the sample target on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import java_processes, write_profile
+from report_compare import compare, gatling_requests
+from typer.testing import CliRunner
+
+from loadorch.cli.main import app
+from loadorch.errors import ExitCode
+from loadorch.orchestrator import RunSettings, execute_run
+from loadorch.paths import build_cache_dir
+from loadorch.profiles.loader import load_profile
+from loadorch.providers.local import LocalProvider
+from loadorch.target.server import TargetConfig, TargetServer
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.ticks = 0
+
+    def phase(self, name: str, detail: str = "") -> None:
+        self.phases.append(name)
+
+    def tick(self, view: object) -> None:
+        self.ticks += 1
+
+
+def test_short_run_with_two_injectors(tmp_path: Path, target: TargetServer) -> None:
+    profile = write_profile(tmp_path, rate_per_s=40, duration_s=15)
+    recorder = Recorder()
+    outcome = execute_run(
+        load_profile(profile),
+        provider=LocalProvider(),
+        settings=RunSettings(runs_dir=tmp_path / "runs", cache_dir=build_cache_dir()),
+        target=target.url,
+        observer=recorder,
+    )
+    summary = outcome.summary
+    assert outcome.exit_code == ExitCode.PASSED, summary["reason"]
+    assert recorder.phases[:4] == ["preflight", "build", "plan", "run"] or "build" in recorder.phases
+    assert recorder.ticks >= 10
+    # two injectors, one per region label, each completed
+    assert [i["id"] for i in summary["injectors"]] == ["eu-west-2-1", "us-east-1-1"]
+    assert all(i["state"] == "completed" for i in summary["injectors"])
+    # achieved requests within 3% of plan
+    planned = outcome.plan.planned_requests
+    assert planned == 600
+    assert abs(summary["requests"]["total"] - planned) / planned <= 0.03, summary["requests"]
+    assert summary["requests"]["ko"] == 0
+    # synchronized start: every injector began injecting at the shared instant
+    assert summary["start_skew_ms"]["injection_start_offset_max"] <= 250
+    assert summary["fidelity_mape_pct"] is not None and summary["fidelity_mape_pct"] < 15
+    # the run directory holds the plan, each injector's log and console, the report, the summary
+    run_dir = outcome.run_dir
+    assert json.loads((run_dir / "plan.json").read_text())["run_id"] == outcome.plan.run_id
+    for injector in ("eu-west-2-1", "us-east-1-1"):
+        assert (run_dir / "injectors" / injector / "console.log").is_file()
+        assert (run_dir / "report" / f"{injector}.log").stat().st_size > 0
+    assert outcome.report_path == run_dir / "report" / "index.html"
+    assert json.loads((run_dir / "summary.json").read_text())["verdict"] == "passed"
+    # percentiles agree with Gatling's own merged report of the same logs
+    gatling = json.loads((run_dir / "report" / "js" / "stats.json").read_text())
+    stats = outcome.stats
+    assert stats is not None
+    problems = compare("global", gatling["stats"], stats.latency)
+    for name, block in gatling_requests(gatling).items():
+        problems += compare(name, block, stats.by_request[name])
+    assert not problems, "\n".join(problems)
+    assert java_processes(str(run_dir)) == []
+
+
+def test_failing_slo_exits_1(tmp_path: Path) -> None:
+    slow = TargetServer(TargetConfig(port=0, capacity=64, service_time_ms=1, extra_latency_ms=30)).start()
+    try:
+        profile = write_profile(
+            tmp_path, name="strict", rate_per_s=10, duration_s=5,
+            slos="slos:\n  latency:\n    - {percentile: 95, max_ms: 5}\n",
+        )
+        result = CliRunner().invoke(
+            app,
+            ["run", "--profile", str(profile), "--target", slow.url, "--runs-dir", str(tmp_path / "runs"),
+             "--no-html-report"],
+        )
+    finally:
+        slow.stop()
+    assert result.exit_code == 1, result.output
+    assert "verdict: FAILED" in result.output
+    assert "p95 latency of all requests <= 5 ms" in result.output
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert summary["verdict"] == "failed" and summary["exit_code"] == 1
+    assert summary["slos"][0]["actual"] >= 30
+
+
+def test_ctrl_c_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer) -> None:
+    profile = write_profile(tmp_path, name="long", rate_per_s=20, duration_s=60)
+    runs = tmp_path / "runs"
+    spike = Path(sys.executable).with_name("spike")
+    proc = subprocess.Popen(
+        [str(spike), "run", "--profile", str(profile), "--target", target.url, "--runs-dir", str(runs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(java_processes(str(runs))) < 2:
+            time.sleep(0.2)
+        assert len(java_processes(str(runs))) == 2, "the injectors never started"
+        time.sleep(6)  # load is flowing
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert java_processes(str(runs)) == [], "a Java process outlived the run"
+    summary = json.loads(next(runs.glob("*/summary.json")).read_text())
+    assert summary["verdict"] == "interrupted"
+    assert summary["requests"]["total"] > 0, "what existed was collected"
+    assert "interrupted" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "http://shop.invalid:8080"], "'shop.invalid' is not on loopback"),
+        (["--target", "http://127.0.0.1:1"], "unreachable"),
+        (["--provider", "aws"], "valid values: local"),
+    ],
+)
+def test_preflight_refusals_exit_2_and_create_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    profile = write_profile(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--profile", str(profile), "--runs-dir", str(tmp_path / "runs"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_invalid_profile_exits_2_with_position(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nbaseline_rate_per_s: fast\n")
+    result = CliRunner().invoke(app, ["run", "--profile", str(bad), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert f"{bad}:2:22" in result.output
+    assert not (tmp_path / "runs").exists()
