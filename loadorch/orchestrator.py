@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -302,6 +303,7 @@ def _conclude(
             "exit_code": r.exit_code,
             "state": _injector_state(r),
             "log": str(r.log_path) if r.log_path else None,
+            "ready_margin_ms": _ready_margin_ms(r.handle.results_dir().parent / "console.log"),
         }
         for r in runs
     ]
@@ -318,6 +320,19 @@ def _conclude(
     summary = {**verdict.summary, "report": str(report_path) if report_path else None, "run_dir": str(run_dir)}
     _write_json(run_dir / "summary.json", summary)
     return RunOutcome(plan, run_dir, summary, verdict.exit_code, report_path, stats)
+
+
+_READY = re.compile(rb"spike: injector \S+ ready, start in (-?\d+) ms")
+
+
+def _ready_margin_ms(console_log: Path) -> int | None:
+    """How long before the shared start the injector was ready (negative: it was late)."""
+    try:
+        with console_log.open("rb") as handle:
+            match = _READY.search(handle.read(1 << 16))
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
 
 
 def _injector_state(run: InjectorRun) -> str:

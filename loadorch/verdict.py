@@ -17,7 +17,6 @@ from loadorch.plan.model import Plan
 from loadorch.profiles.model import Slos
 
 MIN_PLANNED_USERS_PER_S = 1.0
-LATE_START_MS = 250  # an injector that began injecting later than this missed the shared start
 
 
 @dataclass(frozen=True)
@@ -120,10 +119,6 @@ def judge(
             item["requests"] = got.requests if got else 0
             # first request vs the shared start (includes the curve's own wait for a first arrival)
             item["first_request_offset_ms"] = got.start_skew_ms if got else None
-            # when Gatling began injecting vs the shared start: the synchronisation error itself
-            item["injection_start_offset_ms"] = (
-                got.run_start_ms - plan.start_at_ms if got and got.run_start_ms is not None else None
-            )
     summary["injectors"] = injectors
 
     if stats is None or stats.requests == 0:
@@ -137,7 +132,7 @@ def judge(
     slo_results = evaluate_slos(slos, stats)
     planned_ps = plan.curve.users_per_second()
     achieved_ps = achieved_users_per_second(stats)
-    offsets = [i["injection_start_offset_ms"] for i in injectors if i.get("injection_start_offset_ms") is not None]
+    margins = [i["ready_margin_ms"] for i in injectors if i.get("ready_margin_ms") is not None]
     firsts = [i["first_request_offset_ms"] for i in injectors if i.get("first_request_offset_ms") is not None]
     summary.update(
         requests={"total": stats.requests, "ok": stats.requests_ok, "ko": stats.requests_ko},
@@ -155,12 +150,12 @@ def judge(
             for i, p in enumerate(planned_ps)
         ],
         start_skew_ms={
-            "injection_start_offset_max": max(offsets) if offsets else None,
-            "injection_start_spread": max(offsets) - min(offsets) if offsets else None,
             "first_request_offset_max": max(firsts) if firsts else None,
             "first_request_offset_min": min(firsts) if firsts else None,
+            "first_request_spread": max(firsts) - min(firsts) if firsts else None,
+            "ready_margin_min": min(margins) if margins else None,
         },
-        late_injectors=[i["id"] for i in injectors if (i.get("injection_start_offset_ms") or 0) > LATE_START_MS],
+        late_injectors=[i["id"] for i in injectors if (i.get("ready_margin_ms") or 0) < 0],
         latency=stats.latency.to_dict(),
         by_request={name: lat.to_dict() for name, lat in sorted(stats.by_request.items())},
         by_region={name: lat.to_dict() for name, lat in sorted(stats.by_region.items())},

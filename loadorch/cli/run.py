@@ -79,10 +79,11 @@ def run(
     console.print(
         f"fidelity (MAPE of arrivals vs plan): {summary.get('fidelity_mape_pct')} %   "
         f"requests achieved/planned: {summary.get('achieved_vs_planned_requests')}   "
-        f"injection start offset (max): {skew.get('injection_start_offset_max')} ms"
+        f"first request after the shared start: {skew.get('first_request_offset_min')}-"
+        f"{skew.get('first_request_offset_max')} ms"
     )
     if summary.get("late_injectors"):
-        console.print(f"[yellow]late start:[/] {', '.join(summary['late_injectors'])} missed the shared start")
+        console.print(f"[yellow]late start:[/] {', '.join(summary['late_injectors'])} were not ready at the shared start")
     console.print(f"run directory: {outcome.run_dir}")
     console.print(f"report: {outcome.report_path or 'not built'}")
     raise typer.Exit(int(outcome.exit_code))

@@ -59,7 +59,9 @@ def test_short_run_with_two_injectors(tmp_path: Path, target: TargetServer) -> N
     assert abs(summary["requests"]["total"] - planned) / planned <= 0.03, summary["requests"]
     assert summary["requests"]["ko"] == 0
     # synchronized start: every injector began injecting at the shared instant
-    assert summary["start_skew_ms"]["injection_start_offset_max"] <= 250
+    assert summary["late_injectors"] == []
+    assert summary["start_skew_ms"]["ready_margin_min"] > 0
+    assert summary["start_skew_ms"]["first_request_offset_max"] <= 500
     assert summary["fidelity_mape_pct"] is not None and summary["fidelity_mape_pct"] < 15
     # the run directory holds the plan, each injector's log and console, the report, the summary
     run_dir = outcome.run_dir
