@@ -69,7 +69,7 @@ def main() -> None:
         outcome = execute_run(
             load_profile(path),
             provider=LocalProvider(),
-            settings=RunSettings(runs_dir=work / "runs", cache_dir=build_cache_dir(), html_report=False),
+            settings=RunSettings(runs_dir=work / "runs", cache_dir=build_cache_dir(), html_report="off"),
             target=target.url,
         )
         wall = time.monotonic() - started

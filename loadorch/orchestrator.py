@@ -61,7 +61,7 @@ class RunSettings:
     runs_dir: Path
     cache_dir: Path
     java: str = "java"
-    html_report: bool = True
+    html_report: str = "wait"  # wait | background | off: Gatling's merged HTML report
     tick_s: float = 1.0
     start_lead_s: float = 3.5
     stop_grace_s: float = 10.0
@@ -222,7 +222,16 @@ def _monitor(
                 run.stopped_by_spike = True
                 run.handle.stop(settings.stop_grace_s)
             return
-        time.sleep(settings.tick_s)
+        _sleep_until_tick_or_all_exited(runs, settings.tick_s)
+
+
+def _sleep_until_tick_or_all_exited(runs: list[InjectorRun], tick_s: float) -> None:
+    """Sleep one tick, but notice within 50 ms when the last injector exits."""
+    end = time.monotonic() + tick_s
+    while time.monotonic() < end:
+        if all(r.handle.poll() is not None for r in runs):
+            return
+        time.sleep(0.05)
 
 
 def _read_new(run: InjectorRun) -> None:
@@ -277,6 +286,7 @@ def _conclude(
     interrupted: bool,
     failure: str | None,
 ) -> RunOutcome:
+    collected_at = time.monotonic()
     observer.phase("collect", "merging every injector's results")
     report_dir = run_dir / "report"
     report_dir.mkdir(exist_ok=True)
@@ -287,13 +297,15 @@ def _conclude(
             _link_or_copy(run.log_path, dest)
             logs.append(dest)
     report_proc = None
-    if settings.html_report and logs:
+    if settings.html_report != "off" and logs:
         command = reports_only_command(compiled.classpath(), run_dir, "report", java=settings.java)
         report_proc = subprocess.Popen(
             command.argv,
             stdout=(run_dir / "report-console.log").open("wb"),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # in the background the report outlives spike; when waiting it is stopped with it
+            start_new_session=settings.html_report == "background",
         )
     stats = merge([r.accumulator for r in runs]) if runs else None
     injectors = [
@@ -308,18 +320,31 @@ def _conclude(
         for r in runs
     ]
     verdict = judge(plan, slos, stats, injectors, interrupted=interrupted, failure=failure)
-    report_path = None
-    if report_proc is not None:
+    report_path = report_dir / "index.html"
+    summary = {
+        **verdict.summary,
+        "run_dir": str(run_dir),
+        "report": str(report_path) if report_proc else None,
+        "report_state": "building" if report_proc else "off",
+        "judged_after_s": round(time.monotonic() - collected_at, 3),
+    }
+    _write_json(run_dir / "summary.json", summary)  # the verdict is on disk before the HTML report
+    if report_proc is not None and settings.html_report == "wait":
+        observer.phase("report", "Gatling is writing the merged HTML report")
         try:
-            report_proc.wait(timeout=600)
+            report_proc.wait(timeout=1800)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             report_proc.kill()
             report_proc.wait()
-        if report_proc.returncode == 0 and (report_dir / "index.html").is_file():
-            report_path = report_dir / "index.html"
-    summary = {**verdict.summary, "report": str(report_path) if report_path else None, "run_dir": str(run_dir)}
-    _write_json(run_dir / "summary.json", summary)
-    return RunOutcome(plan, run_dir, summary, verdict.exit_code, report_path, stats)
+        # Gatling exits 2 when the simulation's own assertions failed; the report is written anyway
+        done = report_proc.returncode in (0, ASSERTIONS_FAILED) and report_path.is_file()
+        summary.update(
+            report=str(report_path) if done else None,
+            report_state="built" if done else f"failed (exit {report_proc.returncode}, see report-console.log)",
+            report_after_s=round(time.monotonic() - collected_at, 3),
+        )
+        _write_json(run_dir / "summary.json", summary)
+    return RunOutcome(plan, run_dir, summary, verdict.exit_code, report_path if summary["report"] else None, stats)
 
 
 _READY = re.compile(rb"spike: injector \S+ ready, start in (-?\d+) ms")

@@ -119,6 +119,7 @@ def judge(
             item["requests"] = got.requests if got else 0
             # first request vs the shared start (includes the curve's own wait for a first arrival)
             item["first_request_offset_ms"] = got.start_skew_ms if got else None
+            item["last_request_end_ms"] = got.last_request_end_ms if got else None
     summary["injectors"] = injectors
 
     if stats is None or stats.requests == 0:

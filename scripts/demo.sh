@@ -8,10 +8,18 @@ PORT=${PORT:-8080}
 "$SPIKE" target serve --port "$PORT" &
 target_pid=$!
 trap 'kill "$target_pid" 2>/dev/null || true; wait "$target_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-  curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+PYTHON=${PYTHON:-$(dirname "$SPIKE")/python}
+"$PYTHON" - "$PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(100):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit("demo: the sample target did not come up")
+PY
 
 set +e
 "$SPIKE" run --profile viral-x10 --regions eu-west-2,us-east-1 --provider local \

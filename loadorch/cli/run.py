@@ -26,6 +26,9 @@ from loadorch.profiles.loader import load_profile
 from loadorch.providers.local import LocalProvider
 
 
+HTML_REPORT_MODES = ("wait", "background", "off")
+
+
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -38,8 +41,12 @@ def run(
     provider: ProviderOption = "local",
     runs_dir: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     html_report: Annotated[
-        bool, typer.Option("--html-report/--no-html-report", help="Build Gatling's merged HTML report.")
-    ] = True,
+        str,
+        typer.Option(
+            help="Gatling's merged HTML report: wait (exit when it is written), background "
+            "(exit after the verdict; the report finishes on its own), off."
+        ),
+    ] = "wait",
     start_lead_s: Annotated[
         float, typer.Option(min=1.0, max=600.0, help="Seconds between planning and the shared start instant.")
     ] = 3.5,
@@ -50,6 +57,10 @@ def run(
     Exit codes: 0 passed, 1 SLO failed, 2 bad input, 3 infrastructure failure, 130 interrupted.
     """
     check_provider(provider)
+    if html_report not in HTML_REPORT_MODES:
+        raise typer.BadParameter(
+            f"unknown mode {html_report!r}; valid values: {', '.join(HTML_REPORT_MODES)}", param_hint="--html-report"
+        )
     loaded = load_profile(profile)
     observer = TerminalObserver(console)
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -85,5 +96,5 @@ def run(
     if summary.get("late_injectors"):
         console.print(f"[yellow]late start:[/] {', '.join(summary['late_injectors'])} were not ready at the shared start")
     console.print(f"run directory: {outcome.run_dir}")
-    console.print(f"report: {outcome.report_path or 'not built'}")
+    console.print(f"report: {summary.get('report') or 'not built'} ({summary.get('report_state')})")
     raise typer.Exit(int(outcome.exit_code))

@@ -92,7 +92,7 @@ def test_failing_slo_exits_1(tmp_path: Path) -> None:
         result = CliRunner().invoke(
             app,
             ["run", "--profile", str(profile), "--target", slow.url, "--runs-dir", str(tmp_path / "runs"),
-             "--no-html-report"],
+             "--html-report", "off"],
         )
     finally:
         slow.stop()
