@@ -30,7 +30,7 @@ gatling-deps: python-deps system-deps
 demo: deps
 	PORT=$(PORT) SPIKE=$(BIN)/spike scripts/demo.sh
 
-test: deps
+test: deps lint
 	$(BIN)/pytest
 
 test-unit: python-deps

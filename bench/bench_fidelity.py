@@ -55,7 +55,9 @@ injector:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--peak", type=float, default=2000.0)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="spike-bench-fidelity-"))
@@ -63,7 +65,9 @@ def main() -> None:
     path = work / "bench-fidelity.yaml"
     path.write_text(PROFILE.format(peak=args.peak, baseline=args.peak / 10, capacity=args.peak / 2))
     # Roomy target: the benchmark measures injection, not the target's limits.
-    target = TargetServer(TargetConfig(port=0, capacity=100_000, service_time_ms=0, queue_timeout_ms=10_000)).start()
+    target = TargetServer(
+        TargetConfig(port=0, capacity=100_000, service_time_ms=0, queue_timeout_ms=10_000)
+    ).start()
     try:
         started = time.monotonic()
         outcome = execute_run(
@@ -79,12 +83,16 @@ def main() -> None:
     print(f"run dir: {outcome.run_dir}")
     print(f"target: bundled sample target ({target.stats()['requests']:,} requests served)")
     print(f"planned users: {outcome.plan.planned_users:,.0f}, achieved users: {s['users']['started']:,}")
-    print(f"requests: {s['requests']['total']:,} (ko {s['requests']['ko']:,}); "
-          f"achieved/planned {s['achieved_vs_planned_requests']}")
+    print(
+        f"requests: {s['requests']['total']:,} (ko {s['requests']['ko']:,}); "
+        f"achieved/planned {s['achieved_vs_planned_requests']}"
+    )
     print(f"fidelity MAPE (seconds with plan >= 1 user/s): {s['fidelity_mape_pct']} %  (target <= 2 %)")
     print(f"per region MAPE: {s['fidelity_by_region_mape_pct']}")
     print(f"start offsets: {s['start_skew_ms']}")
-    print(f"p50/p95/p99: {s['latency']['all']['p50']}/{s['latency']['all']['p95']}/{s['latency']['all']['p99']} ms")
+    print(
+        f"p50/p95/p99: {s['latency']['all']['p50']}/{s['latency']['all']['p95']}/{s['latency']['all']['p99']} ms"
+    )
     worst = sorted(s["per_second"], key=lambda r: -abs(r["achieved_users"] - r["planned_users"]))[:5]
     print("worst seconds:", [(r["second"], r["planned_users"], r["achieved_users"]) for r in worst])
     print(f"wall time: {wall:.1f} s, verdict {s['verdict']}")

@@ -56,7 +56,9 @@ injector:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=100)
     parser.add_argument("--users-per-s", type=float, default=1000)
     parser.add_argument("--requests-per-user", type=int, default=10)
@@ -67,19 +69,35 @@ def main() -> None:
     profile = work / "bench-overhead.yaml"
     profile.write_text(
         PROFILE.format(
-            rate=args.users_per_s, duration=args.duration, per_user=args.requests_per_user,
+            rate=args.users_per_s,
+            duration=args.duration,
+            per_user=args.requests_per_user,
             capacity=args.users_per_s / 2,
         )
     )
     # warm the build cache first: the target figure is for a warm cache
     subprocess.run([str(SPIKE), "build", "--profile", str(profile)], check=True, capture_output=True)
-    target = TargetServer(TargetConfig(port=0, capacity=100_000, service_time_ms=0, queue_timeout_ms=10_000)).start()
+    target = TargetServer(
+        TargetConfig(port=0, capacity=100_000, service_time_ms=0, queue_timeout_ms=10_000)
+    ).start()
     try:
         launched_ms = time.time() * 1000
         proc = subprocess.run(
-            [str(SPIKE), "run", "--profile", str(profile), "--target", target.url, "--runs-dir", str(work / "runs"),
-             "--html-report", args.html_report],
-            capture_output=True, text=True, check=False,
+            [
+                str(SPIKE),
+                "run",
+                "--profile",
+                str(profile),
+                "--target",
+                target.url,
+                "--runs-dir",
+                str(work / "runs"),
+                "--html-report",
+                args.html_report,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         exited_ms = time.time() * 1000
     finally:
@@ -90,13 +108,19 @@ def main() -> None:
     stats_first = summary["start_at_ms"] + summary["start_skew_ms"]["first_request_offset_min"]
     last_end = max(i["last_request_end_ms"] for i in summary["injectors"] if i.get("last_request_end_ms"))
     print(f"run dir: {summary['run_dir']}")
-    print(f"requests: {summary['requests']['total']:,} (planned {summary['planned_requests']:,.0f}), "
-          f"report: {summary['report_state']}")
+    print(
+        f"requests: {summary['requests']['total']:,} (planned {summary['planned_requests']:,.0f}), "
+        f"report: {summary['report_state']}"
+    )
     print(f"spike run launched -> first request: {(stats_first - launched_ms) / 1000:.2f} s  (target <= 6 s)")
-    print(f"last request ended -> spike run exited: {(exited_ms - last_end) / 1000:.2f} s  (target <= 10 s), "
-          f"--html-report {args.html_report}")
-    print(f"  of which: collect -> verdict and summary.json written {summary['judged_after_s']:.2f} s; "
-          f"collect -> Gatling HTML report written {summary.get('report_after_s', 'n/a')} s")
+    print(
+        f"last request ended -> spike run exited: {(exited_ms - last_end) / 1000:.2f} s  (target <= 10 s), "
+        f"--html-report {args.html_report}"
+    )
+    print(
+        f"  of which: collect -> verdict and summary.json written {summary['judged_after_s']:.2f} s; "
+        f"collect -> Gatling HTML report written {summary.get('report_after_s', 'n/a')} s"
+    )
 
 
 if __name__ == "__main__":

@@ -55,47 +55,98 @@ def run_checks() -> list[Check]:
     checks: list[Check] = []
     java = java_version()
     checks.append(
-        Check("java", java is not None, java or "missing", "every injector (Gatling 3.11.5 needs 11+)",
-              "apt-get install -y openjdk-17-jdk-headless", True)
+        Check(
+            "java",
+            java is not None,
+            java or "missing",
+            "every injector (Gatling 3.11.5 needs 11+)",
+            "apt-get install -y openjdk-17-jdk-headless",
+            True,
+        )
     )
     mvn = _version(["mvn", "-v"])
     checks.append(
-        Check("maven", mvn is not None, _strip_ansi(mvn or "missing"), "compiling simulations",
-              "apt-get install -y maven", True)
+        Check(
+            "maven",
+            mvn is not None,
+            _strip_ansi(mvn or "missing"),
+            "compiling simulations",
+            "apt-get install -y maven",
+            True,
+        )
     )
-    gatling_jar = maven_repository() / "io/gatling/gatling-app" / GATLING_VERSION / f"gatling-app-{GATLING_VERSION}.jar"
-    builds = sorted(p.name for p in build_cache_dir().glob("*") if (p / "ok").is_file()) if build_cache_dir().is_dir() else []
-    checks.append(
-        Check("gatling build cache", gatling_jar.is_file(),
-              f"Gatling {GATLING_VERSION} {'in' if gatling_jar.is_file() else 'not yet in'} {maven_repository()}; "
-              f"{len(builds)} compiled simulation(s) in {build_cache_dir()}",
-              "running without downloads",
-              f"mvn -B -q -f {gatling_project() / 'pom.xml'} test-compile dependency:build-classpath (or `make deps`)",
-              False)
+    gatling_jar = (
+        maven_repository() / "io/gatling/gatling-app" / GATLING_VERSION / f"gatling-app-{GATLING_VERSION}.jar"
+    )
+    builds = (
+        sorted(p.name for p in build_cache_dir().glob("*") if (p / "ok").is_file())
+        if build_cache_dir().is_dir()
+        else []
     )
     checks.append(
-        Check("gatling project", (gatling_project() / "pom.xml").is_file(), str(gatling_project()),
-              "compiling simulations", "run spike from its repository checkout or set SPIKE_GATLING_PROJECT", True)
+        Check(
+            "gatling build cache",
+            gatling_jar.is_file(),
+            f"Gatling {GATLING_VERSION} {'in' if gatling_jar.is_file() else 'not yet in'} {maven_repository()}; "
+            f"{len(builds)} compiled simulation(s) in {build_cache_dir()}",
+            "running without downloads",
+            f"mvn -B -q -f {gatling_project() / 'pom.xml'} test-compile dependency:build-classpath (or `make deps`)",
+            False,
+        )
+    )
+    checks.append(
+        Check(
+            "gatling project",
+            (gatling_project() / "pom.xml").is_file(),
+            str(gatling_project()),
+            "compiling simulations",
+            "run spike from its repository checkout or set SPIKE_GATLING_PROJECT",
+            True,
+        )
     )
     terraform = _version(["terraform", "version"])
     mirrors = terraform_aws_provider_mirrors()
     checks.append(
-        Check("terraform", terraform is not None, terraform or "missing", "--provider aws (later)",
-              "install terraform and the hashicorp/aws provider in a filesystem mirror", False)
+        Check(
+            "terraform",
+            terraform is not None,
+            terraform or "missing",
+            "--provider aws (later)",
+            "install terraform and the hashicorp/aws provider in a filesystem mirror",
+            False,
+        )
     )
     checks.append(
-        Check("terraform aws provider", bool(mirrors), mirrors[0] if mirrors else "no filesystem mirror found",
-              "--provider aws (later)", "place hashicorp/aws under a terraform plugin mirror directory", False)
+        Check(
+            "terraform aws provider",
+            bool(mirrors),
+            mirrors[0] if mirrors else "no filesystem mirror found",
+            "--provider aws (later)",
+            "place hashicorp/aws under a terraform plugin mirror directory",
+            False,
+        )
     )
     sshd = "/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else shutil.which("sshd")
     checks.append(
-        Check("sshd", sshd is not None, _version([sshd, "-V"]) or "present" if sshd else "missing",
-              "SSH test hosts for --provider static (later)", "apt-get install -y openssh-server", False)
+        Check(
+            "sshd",
+            sshd is not None,
+            _version([sshd, "-V"]) or "present" if sshd else "missing",
+            "SSH test hosts for --provider static (later)",
+            "apt-get install -y openssh-server",
+            False,
+        )
     )
     influxd = _version(["influxd", "version"])
     checks.append(
-        Check("influxd", influxd is not None, influxd or "missing", "live metrics (later)",
-              "apt-get install -y influxdb", False)
+        Check(
+            "influxd",
+            influxd is not None,
+            influxd or "missing",
+            "live metrics (later)",
+            "apt-get install -y influxdb",
+            False,
+        )
     )
     return checks
 

@@ -179,7 +179,9 @@ def execute_run(
                 extra_properties=LIVE_GATLING_PROPERTIES,
             )
             handle = provider.launch(injector, command, workdir)
-            runs.append(InjectorRun(injector, handle, LogAccumulator(injector.id, injector.region, plan.start_at_ms)))
+            runs.append(
+                InjectorRun(injector, handle, LogAccumulator(injector.id, injector.region, plan.start_at_ms))
+            )
         observer.phase("run", f"{len(runs)} injector(s) started; load begins at the shared start instant")
         try:
             _monitor(plan, runs, settings, observer, clock_ms)
@@ -201,12 +203,24 @@ def execute_run(
         observer.phase("teardown", "every injector stopped")
 
     return _conclude(
-        plan, profile.slos, run_dir, runs, compiled, settings, observer, interrupted=interrupted, failure=failure
+        plan,
+        profile.slos,
+        run_dir,
+        runs,
+        compiled,
+        settings,
+        observer,
+        interrupted=interrupted,
+        failure=failure,
     )
 
 
 def _monitor(
-    plan: Plan, runs: list[InjectorRun], settings: RunSettings, observer: RunObserver, clock_ms: Callable[[], int]
+    plan: Plan,
+    runs: list[InjectorRun],
+    settings: RunSettings,
+    observer: RunObserver,
+    clock_ms: Callable[[], int],
 ) -> None:
     deadline_ms = plan.start_at_ms + (plan.duration_s + settings.overrun_s) * 1000
     while True:
@@ -340,11 +354,15 @@ def _conclude(
         done = report_proc.returncode in (0, ASSERTIONS_FAILED) and report_path.is_file()
         summary.update(
             report=str(report_path) if done else None,
-            report_state="built" if done else f"failed (exit {report_proc.returncode}, see report-console.log)",
+            report_state="built"
+            if done
+            else f"failed (exit {report_proc.returncode}, see report-console.log)",
             report_after_s=round(time.monotonic() - collected_at, 3),
         )
         _write_json(run_dir / "summary.json", summary)
-    return RunOutcome(plan, run_dir, summary, verdict.exit_code, report_path if summary["report"] else None, stats)
+    return RunOutcome(
+        plan, run_dir, summary, verdict.exit_code, report_path if summary["report"] else None, stats
+    )
 
 
 _READY = re.compile(rb"spike: injector \S+ ready, start in (-?\d+) ms")

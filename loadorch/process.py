@@ -49,4 +49,6 @@ def run_command(command: Command, *, timeout_s: float, what: str) -> subprocess.
             f"{what}: program {command.argv[0]!r} not found", fix="run `spike doctor` to see what is missing"
         ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise InfrastructureError(f"{what} did not finish within {timeout_s:.0f} s: {command.display()}") from exc
+        raise InfrastructureError(
+            f"{what} did not finish within {timeout_s:.0f} s: {command.display()}"
+        ) from exc

@@ -115,7 +115,9 @@ def judge(
             got = per_injector.get(item["id"])
             item["planned_users"] = round(planned, 1)
             item["users_started"] = got.users_started if got else 0
-            item["delivered_share"] = round((got.users_started if got else 0) / planned, 4) if planned else None
+            item["delivered_share"] = (
+                round((got.users_started if got else 0) / planned, 4) if planned else None
+            )
             item["requests"] = got.requests if got else 0
             # first request vs the shared start (includes the curve's own wait for a first arrival)
             item["first_request_offset_ms"] = got.start_skew_ms if got else None
@@ -147,7 +149,11 @@ def judge(
             for r in plan.regions
         },
         per_second=[
-            {"second": i, "planned_users": round(p, 2), "achieved_users": achieved_ps[i] if i < len(achieved_ps) else 0}
+            {
+                "second": i,
+                "planned_users": round(p, 2),
+                "achieved_users": achieved_ps[i] if i < len(achieved_ps) else 0,
+            }
             for i, p in enumerate(planned_ps)
         ],
         start_skew_ms={
@@ -169,13 +175,21 @@ def judge(
     failed_injectors = [i for i in injectors if i["state"] != "completed"]
     failed_slos = [r.name for r in slo_results if not r.passed]
     if interrupted:
-        verdict, reason, code = "interrupted", "stopped by Ctrl-C or SIGTERM; partial results", ExitCode.INTERRUPTED
+        verdict, reason, code = (
+            "interrupted",
+            "stopped by Ctrl-C or SIGTERM; partial results",
+            ExitCode.INTERRUPTED,
+        )
     elif failure or failed_injectors:
         names = ", ".join(
             f"{i['id']} ({i['state']}, exit {i['exit_code']}, delivered {_pct(i.get('delivered_share'))} of its plan)"
             for i in failed_injectors
         )
-        verdict, reason, code = "degraded", failure or f"injector(s) did not complete: {names}", ExitCode.INFRASTRUCTURE
+        verdict, reason, code = (
+            "degraded",
+            failure or f"injector(s) did not complete: {names}",
+            ExitCode.INFRASTRUCTURE,
+        )
     elif failed_slos:
         verdict, reason, code = "failed", "SLO failed: " + "; ".join(failed_slos), ExitCode.SLO_FAILED
     else:

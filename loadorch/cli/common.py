@@ -44,18 +44,20 @@ def handles_errors(func: F) -> F:
 
 
 ProfileOption = Annotated[
-    str, typer.Option("--profile", "-p", help="A built-in profile name (see `spike profiles list`) or a YAML path.")
+    str,
+    typer.Option(
+        "--profile", "-p", help="A built-in profile name (see `spike profiles list`) or a YAML path."
+    ),
 ]
 RegionsOption = Annotated[
     str | None,
     typer.Option(help="Comma-separated regions, e.g. eu-west-2,us-east-1; default: the profile's regions."),
 ]
 TargetOption = Annotated[
-    str | None, typer.Option(help="Base URL of the system under test; overrides the profile's target.base_url.")
+    str | None,
+    typer.Option(help="Base URL of the system under test; overrides the profile's target.base_url."),
 ]
-ProviderOption = Annotated[
-    str, typer.Option(help="Where injectors run. Valid values: local.")
-]
+ProviderOption = Annotated[str, typer.Option(help="Where injectors run. Valid values: local.")]
 
 PROVIDERS = ("local",)
 

@@ -77,7 +77,17 @@ def plain_line(view: LiveView) -> str:
 def render_summary(summary: dict[str, Any]) -> Group:
     """The end-of-run table: totals, percentiles per region and request, SLOs, verdict."""
     parts: list[Any] = []
-    lat = Table("scope", "requests", "ko", "p50", "p75", "p95", "p99", "max", title="latency (ms, exact, all injectors)")
+    lat = Table(
+        "scope",
+        "requests",
+        "ko",
+        "p50",
+        "p75",
+        "p95",
+        "p99",
+        "max",
+        title="latency (ms, exact, all injectors)",
+    )
     for scope, row in summary.get("latency_rows", []):
         lat.add_row(scope, *[str(v) for v in row])
     parts.append(lat)
@@ -85,7 +95,9 @@ def render_summary(summary: dict[str, Any]) -> Group:
         slos = Table("SLO", "threshold", "actual", "result", title="SLOs")
         for slo in summary["slos"]:
             slos.add_row(
-                slo["name"], str(slo["threshold"]), str(slo["actual"]),
+                slo["name"],
+                str(slo["threshold"]),
+                str(slo["actual"]),
                 "[green]pass[/]" if slo["passed"] else "[red]FAIL[/]",
             )
         parts.append(slos)

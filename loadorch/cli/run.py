@@ -25,7 +25,6 @@ from loadorch.paths import build_cache_dir
 from loadorch.profiles.loader import load_profile
 from loadorch.providers.local import LocalProvider
 
-
 HTML_REPORT_MODES = ("wait", "background", "off")
 
 
@@ -59,7 +58,8 @@ def run(
     check_provider(provider)
     if html_report not in HTML_REPORT_MODES:
         raise typer.BadParameter(
-            f"unknown mode {html_report!r}; valid values: {', '.join(HTML_REPORT_MODES)}", param_hint="--html-report"
+            f"unknown mode {html_report!r}; valid values: {', '.join(HTML_REPORT_MODES)}",
+            param_hint="--html-report",
         )
     loaded = load_profile(profile)
     observer = TerminalObserver(console)
@@ -94,7 +94,9 @@ def run(
         f"{skew.get('first_request_offset_max')} ms"
     )
     if summary.get("late_injectors"):
-        console.print(f"[yellow]late start:[/] {', '.join(summary['late_injectors'])} were not ready at the shared start")
+        console.print(
+            f"[yellow]late start:[/] {', '.join(summary['late_injectors'])} were not ready at the shared start"
+        )
     console.print(f"run directory: {outcome.run_dir}")
     console.print(f"report: {summary.get('report') or 'not built'} ({summary.get('report_state')})")
     raise typer.Exit(int(outcome.exit_code))

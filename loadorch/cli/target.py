@@ -16,8 +16,12 @@ app = typer.Typer(help="The bundled sample target.", no_args_is_help=True)
 @handles_errors
 def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port on loopback.")] = 8080,
-    host: Annotated[str, typer.Option(help="Loopback address to bind (127.0.0.0/8 or ::1 only).")] = "127.0.0.1",
-    capacity: Annotated[int, typer.Option(min=1, help="Requests served at once (the concurrency limit).")] = 8,
+    host: Annotated[
+        str, typer.Option(help="Loopback address to bind (127.0.0.0/8 or ::1 only).")
+    ] = "127.0.0.1",
+    capacity: Annotated[
+        int, typer.Option(min=1, help="Requests served at once (the concurrency limit).")
+    ] = 8,
     service_time_ms: Annotated[float, typer.Option(min=0, help="Time each request holds its slot.")] = 20.0,
     queue_timeout_ms: Annotated[
         float, typer.Option(min=0, help="Wait for a slot longer than this and get a 503.")

@@ -109,9 +109,7 @@ class Plan:
                 InjectorPlan(i["id"], r["name"], i["index"], RateCurve.from_points(i["curve"]))
                 for i in r["injectors"]
             )
-            region_curve = RateCurve.from_points(
-                [(t, rate * r["share"]) for t, rate in data["curve"]]
-            )
+            region_curve = RateCurve.from_points([(t, rate * r["share"]) for t, rate in data["curve"]])
             regions.append(RegionPlan(r["name"], r["weight"], r["share"], region_curve, injectors))
         return cls(
             run_id=data["run_id"],

@@ -72,6 +72,7 @@ def _grow(kind: str, low: float, high: float, progress: float) -> float:
         return low + (high - low) * progress
     if kind == "exponential":
         return low * (high / low) ** progress
+
     # logistic, normalised so that it starts exactly at low and ends at high
     def f(x: float) -> float:
         return 1 / (1 + math.exp(-LOGISTIC_STEEPNESS * (x - 0.5)))

@@ -84,7 +84,9 @@ def _compose(text: str, path: Path) -> tuple[Any, dict[Loc, Position]]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError(f"not valid YAML: {problem}", where=where, fix="check indentation and quoting") from None
+        raise ProfileError(
+            f"not valid YAML: {problem}", where=where, fix="check indentation and quoting"
+        ) from None
     if node is None:
         raise ProfileError("the profile is empty", where=f"{path}:1:1")
     positions: dict[Loc, Position] = {}
@@ -92,7 +94,9 @@ def _compose(text: str, path: Path) -> tuple[Any, dict[Loc, Position]]:
     return _build(node, (), positions, constructor, path), positions
 
 
-def _build(node: yaml.Node, loc: Loc, positions: dict[Loc, Position], ctor: yaml.SafeLoader, path: Path) -> Any:
+def _build(
+    node: yaml.Node, loc: Loc, positions: dict[Loc, Position], ctor: yaml.SafeLoader, path: Path
+) -> Any:
     positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}

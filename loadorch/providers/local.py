@@ -18,6 +18,7 @@ from pathlib import Path
 from loadorch.errors import InjectorError
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command
+from loadorch.providers.base import InjectorHandle
 
 _PR_SET_PDEATHSIG = 1
 
@@ -97,7 +98,8 @@ class LocalProvider:
         self.handles.append(handle)
         return handle
 
-    def collect(self, handle: LocalInjector) -> Path:  # type: ignore[override]
+    def collect(self, handle: InjectorHandle) -> Path:
+        # Results are written on this machine already.
         return handle.results_dir()
 
     def teardown(self, grace_s: float = 5.0) -> None:

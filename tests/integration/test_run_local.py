@@ -86,13 +86,25 @@ def test_failing_slo_exits_1(tmp_path: Path) -> None:
     slow = TargetServer(TargetConfig(port=0, capacity=64, service_time_ms=1, extra_latency_ms=30)).start()
     try:
         profile = write_profile(
-            tmp_path, name="strict", rate_per_s=10, duration_s=5,
+            tmp_path,
+            name="strict",
+            rate_per_s=10,
+            duration_s=5,
             slos="slos:\n  latency:\n    - {percentile: 95, max_ms: 5}\n",
         )
         result = CliRunner().invoke(
             app,
-            ["run", "--profile", str(profile), "--target", slow.url, "--runs-dir", str(tmp_path / "runs"),
-             "--html-report", "off"],
+            [
+                "run",
+                "--profile",
+                str(profile),
+                "--target",
+                slow.url,
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--html-report",
+                "off",
+            ],
         )
     finally:
         slow.stop()
@@ -104,7 +116,8 @@ def test_failing_slo_exits_1(tmp_path: Path) -> None:
     assert summary["slos"][0]["actual"] >= 30
 
 
-def test_ctrl_c_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer, signum: int) -> None:
     profile = write_profile(tmp_path, name="long", rate_per_s=20, duration_s=60)
     runs = tmp_path / "runs"
     spike = Path(sys.executable).with_name("spike")
@@ -121,7 +134,7 @@ def test_ctrl_c_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer) -> 
             time.sleep(0.2)
         assert len(java_processes(str(runs))) == 2, "the injectors never started"
         time.sleep(6)  # load is flowing
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -140,11 +153,14 @@ def test_ctrl_c_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer) -> 
         (["--target", "http://shop.invalid:8080"], "'shop.invalid' is not on loopback"),
         (["--target", "http://127.0.0.1:1"], "unreachable"),
         (["--provider", "aws"], "valid values: local"),
+        (["--java", "/nonexistent/java"], "Java is missing"),
     ],
 )
 def test_preflight_refusals_exit_2_and_create_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     profile = write_profile(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--profile", str(profile), "--runs-dir", str(tmp_path / "runs"), *args])
+    result = CliRunner().invoke(
+        app, ["run", "--profile", str(profile), "--runs-dir", str(tmp_path / "runs"), *args]
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "runs").exists()
@@ -157,3 +173,56 @@ def test_invalid_profile_exits_2_with_position(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert f"{bad}:2:22" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+class Exploding(Recorder):
+    """An observer that fails once the load is flowing: an unexpected exception mid-run."""
+
+    def tick(self, view: object) -> None:
+        super().tick(view)
+        if self.ticks == 4:
+            raise RuntimeError("boom")
+
+
+def test_exception_mid_run_stops_every_jvm(tmp_path: Path, target: TargetServer) -> None:
+    profile = write_profile(tmp_path, name="boom", rate_per_s=10, duration_s=60)
+    runs = tmp_path / "runs"
+    with pytest.raises(RuntimeError, match="boom"):
+        execute_run(
+            load_profile(profile),
+            provider=LocalProvider(),
+            settings=RunSettings(runs_dir=runs, cache_dir=build_cache_dir(), html_report="off"),
+            target=target.url,
+            observer=Exploding(),
+        )
+    assert java_processes(str(runs)) == []
+
+
+def test_dead_injector_gives_a_degraded_run_naming_it(tmp_path: Path, target: TargetServer) -> None:
+    profile = write_profile(tmp_path, name="dies", rate_per_s=20, duration_s=12)
+    runs = tmp_path / "runs"
+
+    class Killer(Recorder):
+        def tick(self, view: object) -> None:
+            super().tick(view)
+            if self.ticks == 6:  # a few seconds into the load
+                (victim,) = [p for p in java_processes(str(runs)) if "us-east-1-1" in " ".join(p.cmdline())]
+                victim.kill()
+
+    outcome = execute_run(
+        load_profile(profile),
+        provider=LocalProvider(),
+        settings=RunSettings(runs_dir=runs, cache_dir=build_cache_dir(), html_report="off"),
+        target=target.url,
+        observer=Killer(),
+    )
+    summary = outcome.summary
+    assert outcome.exit_code == ExitCode.INFRASTRUCTURE
+    assert summary["verdict"] == "degraded"
+    dead = next(i for i in summary["injectors"] if i["id"] == "us-east-1-1")
+    alive = next(i for i in summary["injectors"] if i["id"] == "eu-west-2-1")
+    assert dead["state"] == "failed" and dead["exit_code"] != 0
+    assert 0 < dead["delivered_share"] < 0.9
+    assert alive["state"] == "completed" and alive["delivered_share"] > 0.95
+    assert "us-east-1-1 (failed" in summary["reason"] and "of its plan" in summary["reason"]
+    assert java_processes(str(runs)) == []

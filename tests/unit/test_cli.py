@@ -32,9 +32,13 @@ def test_profiles_validate_reports_each_file(tmp_path: Path) -> None:
     assert f"{bad}:2:1: duplicate key 'name'" in result.output
 
 
-def test_plan_json_is_deterministic_in_shape_and_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_json_is_deterministic_in_shape_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["plan", "--profile", "viral-x10", "--regions", "eu-west-2,us-east-1", "--json"])
+    result = runner.invoke(
+        app, ["plan", "--profile", "viral-x10", "--regions", "eu-west-2,us-east-1", "--json"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert [r["name"] for r in data["regions"]] == ["eu-west-2", "us-east-1"]

@@ -12,10 +12,17 @@ def compiled(tmp_path: Path) -> CompiledSimulation:
 
 
 def test_injector_command_carries_its_shard_and_the_shared_start(tmp_path: Path) -> None:
-    plan = plan_run(load_profile("viral-x10").profile, PlanOptions(now_ms=1_000_000, regions=("eu-west-2", "us-east-1")))
+    plan = plan_run(
+        load_profile("viral-x10").profile, PlanOptions(now_ms=1_000_000, regions=("eu-west-2", "us-east-1"))
+    )
     injector = plan.injectors[1]
     cmd = injector_command(
-        compiled(tmp_path), plan, injector, results_dir=tmp_path / "r", feeders={"posts": "/data/posts.csv"}, heap_mb=256
+        compiled(tmp_path),
+        plan,
+        injector,
+        results_dir=tmp_path / "r",
+        feeders={"posts": "/data/posts.csv"},
+        heap_mb=256,
     )
     argv = list(cmd.argv)
     assert argv[0] == "java"

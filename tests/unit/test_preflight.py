@@ -11,7 +11,9 @@ def test_loopback_hosts(host: str) -> None:
     assert is_loopback_host(host)
 
 
-@pytest.mark.parametrize("host", ["shop.invalid", "10.0.0.1", "192.168.1.1", "8.8.8.8", "127.0.0.1.nip.invalid"])
+@pytest.mark.parametrize(
+    "host", ["shop.invalid", "10.0.0.1", "192.168.1.1", "8.8.8.8", "127.0.0.1.nip.invalid"]
+)
 def test_non_loopback_hosts(host: str) -> None:
     assert not is_loopback_host(host)
 

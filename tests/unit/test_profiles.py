@@ -144,7 +144,9 @@ def test_bad_target_url(tmp_path: Path) -> None:
 
 
 def test_duplicate_request_names(tmp_path: Path) -> None:
-    text = VALID.replace("    - {name: home, path: /}", "    - {name: home, path: /}\n    - {name: home, path: /a}")
+    text = VALID.replace(
+        "    - {name: home, path: /}", "    - {name: home, path: /}\n    - {name: home, path: /a}"
+    )
     assert "request names must be unique, repeated: home" in error(text, tmp_path)
 
 

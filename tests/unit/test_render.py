@@ -46,7 +46,10 @@ def test_placeholders_become_gatling_el_and_strings_are_escaped() -> None:
 
 def test_slos_become_assertions() -> None:
     slos = Slos.model_validate(
-        {"error_rate_max": 0.01, "latency": [{"percentile": 95, "max_ms": 300}, {"percentile": 99, "max_ms": 50, "request": "a"}]}
+        {
+            "error_rate_max": 0.01,
+            "latency": [{"percentile": 95, "max_ms": 300}, {"percentile": 99, "max_ms": 50, "request": "a"}],
+        }
     )
     assert render_assertions(slos) == [
         "global.responseTime.percentile(95.0).lte(300)",

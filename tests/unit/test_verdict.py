@@ -63,14 +63,26 @@ def test_slos_evaluated_exactly(plan_and_profile) -> None:
 def test_judge_fails_on_slo_and_passes_otherwise(plan_and_profile) -> None:
     plan, profile = plan_and_profile
     injectors = [{"id": "r1-1", "region": "r1", "exit_code": 0, "state": "completed", "ready_margin_ms": 900}]
-    bad = judge(plan, profile.slos, stats_from(log_lines([("a", 500, "OK")] * 6)), [dict(injectors[0])],
-                interrupted=False, failure=None)
+    bad = judge(
+        plan,
+        profile.slos,
+        stats_from(log_lines([("a", 500, "OK")] * 6)),
+        [dict(injectors[0])],
+        interrupted=False,
+        failure=None,
+    )
     assert bad.verdict == "failed" and bad.exit_code == ExitCode.SLO_FAILED
     assert "p95 latency of all requests" in bad.reason
     # an SLO about a request that never ran cannot be met
     assert "p50 latency of b" in bad.reason
-    good = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "OK"), ("b", 5, "OK")] * 3)),
-                 [dict(injectors[0])], interrupted=False, failure=None)
+    good = judge(
+        plan,
+        profile.slos,
+        stats_from(log_lines([("a", 5, "OK"), ("b", 5, "OK")] * 3)),
+        [dict(injectors[0])],
+        interrupted=False,
+        failure=None,
+    )
     assert good.verdict == "passed" and good.exit_code == ExitCode.PASSED
     assert good.summary["requests"] == {"total": 6, "ok": 6, "ko": 0}
     assert good.summary["injectors"][0]["delivered_share"] == 1.0
@@ -80,8 +92,14 @@ def test_judge_fails_on_slo_and_passes_otherwise(plan_and_profile) -> None:
 def test_judge_degraded_names_the_injector_and_share(plan_and_profile) -> None:
     plan, profile = plan_and_profile
     injectors = [{"id": "r1-1", "region": "r1", "exit_code": 137, "state": "failed", "ready_margin_ms": 5}]
-    verdict = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "OK")] * 3)), injectors,
-                    interrupted=False, failure=None)
+    verdict = judge(
+        plan,
+        profile.slos,
+        stats_from(log_lines([("a", 5, "OK")] * 3)),
+        injectors,
+        interrupted=False,
+        failure=None,
+    )
     assert verdict.verdict == "degraded" and verdict.exit_code == ExitCode.INFRASTRUCTURE
     assert "r1-1 (failed, exit 137, delivered 50% of its plan)" in verdict.reason
 
@@ -97,8 +115,14 @@ def test_judge_without_data_is_an_infrastructure_failure(plan_and_profile) -> No
 def test_late_injector_is_reported(plan_and_profile) -> None:
     plan, profile = plan_and_profile
     injectors = [{"id": "r1-1", "region": "r1", "exit_code": 0, "state": "completed", "ready_margin_ms": -40}]
-    verdict = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "OK")] * 6)), injectors,
-                    interrupted=False, failure=None)
+    verdict = judge(
+        plan,
+        profile.slos,
+        stats_from(log_lines([("a", 5, "OK")] * 6)),
+        injectors,
+        interrupted=False,
+        failure=None,
+    )
     assert verdict.summary["late_injectors"] == ["r1-1"]
 
 

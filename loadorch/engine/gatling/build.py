@@ -106,7 +106,9 @@ def compile_simulation(source: str, cache_dir: Path, project: Path | None = None
     compiled_in_work = CompiledSimulation(key, work)
     compiled_in_work.source_path.write_text(source)
     try:
-        result = run_command(maven_command(work), timeout_s=BUILD_TIMEOUT_S, what="compiling the Gatling simulation")
+        result = run_command(
+            maven_command(work), timeout_s=BUILD_TIMEOUT_S, what="compiling the Gatling simulation"
+        )
         if result.returncode != 0:
             raise BuildError(
                 "compiling the Gatling simulation failed:\n" + _maven_errors(result.stdout + result.stderr),
