@@ -153,7 +153,8 @@ def execute_run(
             start_lead_s=settings.start_lead_s,
         ),
     )
-    run_dir = settings.runs_dir / plan.run_id
+    # absolute: injectors run in their own working directories
+    run_dir = settings.runs_dir.resolve() / plan.run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     _write_json(run_dir / "plan.json", plan.to_dict())
     shutil.copyfile(loaded.source, run_dir / "profile.yaml")

@@ -51,7 +51,7 @@ def render_live(view: LiveView) -> Group:
         f"elapsed {view.elapsed_s:5.0f} s   remaining {remaining:5.0f} s   "
         f"injectors running {view.injectors_running}/{view.injectors_total}"
     )
-    table = Table("region", "planned users/s", "achieved users/s", "requests", "errors", "p95 (last 5 s)")
+    table = Table("region", "planned users/s", "achieved users/s", "requests", "errors", "p95 (last second)")
     for r in view.regions:
         table.add_row(
             r.name,
@@ -89,7 +89,7 @@ def render_summary(summary: dict[str, Any]) -> Group:
         title="latency (ms, exact, all injectors)",
     )
     for scope, row in summary.get("latency_rows", []):
-        lat.add_row(scope, *[str(v) for v in row])
+        lat.add_row(scope, *["-" if v is None else f"{v:,}" for v in row])
     parts.append(lat)
     if summary.get("slos"):
         slos = Table("SLO", "threshold", "actual", "result", title="SLOs")
