@@ -228,11 +228,24 @@ def test_dead_injector_gives_a_degraded_run_naming_it(tmp_path: Path, target: Ta
     assert java_processes(str(runs)) == []
 
 
-def test_relative_runs_dir_is_resolved(tmp_path: Path, target: TargetServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_runs_dir_is_resolved(
+    tmp_path: Path, target: TargetServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     profile = write_profile(tmp_path, name="rel", rate_per_s=10, duration_s=3)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
-        app, ["run", "--profile", str(profile), "--target", target.url, "--runs-dir", "runs", "--html-report", "off"]
+        app,
+        [
+            "run",
+            "--profile",
+            str(profile),
+            "--target",
+            target.url,
+            "--runs-dir",
+            "runs",
+            "--html-report",
+            "off",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
