@@ -11,26 +11,16 @@ room for the load. Prints the MAPE of achieved vs planned per-second arrivals
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
-from pathlib import Path
+
+from common import roomy_target, write_bench_profile
 
 from loadorch.orchestrator import RunSettings, execute_run
 from loadorch.paths import build_cache_dir
 from loadorch.profiles.loader import load_profile
 from loadorch.providers.local import LocalProvider
-from loadorch.target.server import TargetConfig, TargetServer
 
-REPO = Path(__file__).resolve().parents[1]
-
-PROFILE = """\
-name: bench-fidelity
-description: 60 s viral x10 peaking at {peak} users/s
-target:
-  base_url: http://127.0.0.1:1
-baseline_rate_per_s: {baseline}
-shape:
+VIRAL_X10_60S = """\
   kind: viral
   warmup_s: 10
   growth: logistic
@@ -39,18 +29,6 @@ shape:
   hold_s: 20
   decay_s: 10
   cooldown_s: 5
-scenario:
-  requests:
-    - {{name: read_feed, path: "/feed?page=1", weight: 3}}
-    - {{name: read_post, path: "/posts/{{post_id}}", weight: 1}}
-  feeders:
-    - {{name: posts, file: posts.csv}}
-regions:
-  - {{name: eu-west-2}}
-  - {{name: us-east-1}}
-injector:
-  max_rate_per_s: {capacity}
-  heap_mb: 1024
 """
 
 
@@ -60,14 +38,11 @@ def main() -> None:
     )
     parser.add_argument("--peak", type=float, default=2000.0)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="spike-bench-fidelity-"))
-    shutil.copyfile(REPO / "loadorch/profiles/builtin/posts.csv", work / "posts.csv")
-    path = work / "bench-fidelity.yaml"
-    path.write_text(PROFILE.format(peak=args.peak, baseline=args.peak / 10, capacity=args.peak / 2))
-    # Roomy target: the benchmark measures injection, not the target's limits.
-    target = TargetServer(
-        TargetConfig(port=0, capacity=100_000, service_time_ms=0, queue_timeout_ms=10_000)
-    ).start()
+    path = write_bench_profile(
+        "bench-fidelity", VIRAL_X10_60S, baseline=args.peak / 10, per_injector_rate=args.peak / 2
+    )
+    work = path.parent
+    target = roomy_target()
     try:
         started = time.monotonic()
         outcome = execute_run(

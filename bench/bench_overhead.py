@@ -18,41 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from loadorch.target.server import TargetConfig, TargetServer
+from common import roomy_target, write_bench_profile
 
-REPO = Path(__file__).resolve().parents[1]
 SPIKE = Path(sys.executable).with_name("spike")
-
-PROFILE = """\
-name: bench-overhead
-target:
-  base_url: http://127.0.0.1:1
-baseline_rate_per_s: {rate}
-shape:
-  kind: steps
-  steps:
-    - {{duration_s: {duration}, rate_per_s: {rate}}}
-scenario:
-  requests_per_user: {per_user}
-  requests:
-    - {{name: read_feed, path: "/feed?page=1", weight: 3}}
-    - {{name: read_post, path: "/posts/{{post_id}}", weight: 1}}
-  feeders:
-    - {{name: posts, file: posts.csv}}
-regions:
-  - {{name: eu-west-2}}
-  - {{name: us-east-1}}
-injector:
-  max_rate_per_s: {capacity}
-  heap_mb: 1024
-"""
 
 
 def main() -> None:
@@ -64,22 +37,17 @@ def main() -> None:
     parser.add_argument("--requests-per-user", type=int, default=10)
     parser.add_argument("--html-report", default="wait", choices=("wait", "background", "off"))
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="spike-bench-overhead-"))
-    shutil.copyfile(REPO / "loadorch/profiles/builtin/posts.csv", work / "posts.csv")
-    profile = work / "bench-overhead.yaml"
-    profile.write_text(
-        PROFILE.format(
-            rate=args.users_per_s,
-            duration=args.duration,
-            per_user=args.requests_per_user,
-            capacity=args.users_per_s / 2,
-        )
+    profile = write_bench_profile(
+        "bench-overhead",
+        f"  kind: steps\n  steps:\n    - {{duration_s: {args.duration}, rate_per_s: {args.users_per_s}}}\n",
+        baseline=args.users_per_s,
+        per_injector_rate=args.users_per_s / 2,
+        requests_per_user=args.requests_per_user,
     )
+    work = profile.parent
     # warm the build cache first: the target figure is for a warm cache
     subprocess.run([str(SPIKE), "build", "--profile", str(profile)], check=True, capture_output=True)
-    target = TargetServer(
-        TargetConfig(port=0, capacity=100_000, service_time_ms=0, queue_timeout_ms=10_000)
-    ).start()
+    target = roomy_target()
     try:
         launched_ms = time.time() * 1000
         proc = subprocess.run(
