@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -152,6 +153,4 @@ def run_checks() -> list[Check]:
 
 
 def _strip_ansi(text: str) -> str:
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*m", "", text)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from itertools import accumulate
-from typing import Any
 
 import jinja2
 
@@ -86,16 +85,3 @@ def render_assertions(slos: Slos) -> list[str]:
 
 def _ident(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
-
-
-def render_context_keys() -> list[str]:  # pragma: no cover - documentation helper
-    return sorted(_env.get_template("Simulation.scala.j2").module.__dict__)
-
-
-def describe(profile: Profile) -> dict[str, Any]:
-    """What the rendered class expects as system properties, for `spike plan --json`."""
-    return {
-        "class": SIMULATION_CLASS,
-        "properties": ["spike.baseUrl", "spike.injector", "spike.startAtMs", "spike.curve"]
-        + [f"spike.feeder.{f.name}" for f in profile.scenario.feeders],
-    }
