@@ -131,7 +131,12 @@ def execute_run(
     observer: RunObserver | None = None,
     clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
 ) -> RunOutcome:
-    """Run a profile for real and return the judged outcome. Raises only before the fleet exists."""
+    """Run a profile for real and return the judged outcome.
+
+    spike's own errors are raised only before the fleet exists (preflight,
+    build); after that, failures become the outcome's verdict. An unexpected
+    exception still propagates, but only after every injector is torn down.
+    """
     observer = observer or NullObserver()
     profile = loaded.profile
     base_url = (target or profile.target.base_url).rstrip("/")
