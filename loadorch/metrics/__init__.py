@@ -1,0 +1,1 @@
+"""Live metrics: what lands in InfluxDB (schema), and the sinks that write it."""
