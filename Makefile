@@ -10,9 +10,23 @@ PORT    ?= 8080
 deps: system-deps python-deps gatling-deps
 
 # Java and Maven come with this kind of machine; install them where they are missing.
+# InfluxDB 1.6.7 (`spike stack`, the v1 tests) and VictoriaMetrics (the v2-write tests) come from
+# Debian. On a machine with systemd the packages start their own services (:8086/:8088, :8428);
+# spike runs its own instances, so only the services this install started are stopped and disabled
+# again, the packaged influxd by its pid file as a last resort (in containers policy-rc.d starts
+# nothing and these commands fail harmlessly).
 system-deps:
 	@command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven)
+	@command -v influxd >/dev/null 2>&1 && command -v victoria-metrics >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb victoria-metrics && \
+	   for svc in influxdb victoria-metrics; do \
+	     systemctl disable --now $$svc >/dev/null 2>&1 || true; \
+	     service $$svc stop >/dev/null 2>&1 || true; \
+	   done; \
+	   if [ -f /var/run/influxdb/influxd.pid ] && kill -0 "$$(cat /var/run/influxdb/influxd.pid)" 2>/dev/null; then \
+	     kill "$$(cat /var/run/influxdb/influxd.pid)" || true; \
+	   fi)
 
 python-deps: $(STAMP)
 
