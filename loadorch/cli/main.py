@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from loadorch import __version__
-from loadorch.cli import build, doctor, plan, profiles, run, stack, target
+from loadorch.cli import build, dashboards, doctor, plan, profiles, run, stack, target
 from loadorch.cli.common import set_debug
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(target.app, name="target")
 app.add_typer(stack.app, name="stack")
+app.add_typer(dashboards.app, name="dashboards")
 app.command("run")(run.run)
 app.command("plan")(plan.plan)
 app.command("build")(build.build)
