@@ -14,23 +14,35 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from loadorch.agent.graphite import gatling_graphite_properties
 from loadorch.analysis.simlog import LogAccumulator, merge
 from loadorch.analysis.stats import MergedStats
 from loadorch.engine.gatling.build import CompiledSimulation, cached_simulation, compile_simulation
 from loadorch.engine.gatling.command import injector_command, reports_only_command
 from loadorch.engine.gatling.render import render_simulation
 from loadorch.errors import ExitCode, InjectorError
+from loadorch.metrics.run_points import event_line, planned_rate_lines, summary_lines
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.plan.planner import PlanOptions, plan_run
 from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
 from loadorch.profiles.loader import LoadedProfile
 from loadorch.profiles.model import Slos
 from loadorch.providers.base import InjectorHandle, Provider
+from loadorch.telemetry import (
+    AGENT_DRAIN_TIMEOUT_S,
+    RunWriter,
+    agent_command,
+    metrics_summary,
+    preflight_sink,
+    read_status,
+    wait_until_listening,
+    write_agent_config,
+)
 from loadorch.verdict import judge
 
 # Gatling buffers simulation.log writes; a small buffer keeps the live view fresh.
@@ -66,6 +78,9 @@ class RunSettings:
     start_lead_s: float = 3.5
     stop_grace_s: float = 10.0
     overrun_s: float = 60.0  # how long injectors may outlive the plan before they are stopped
+    # keyword arguments of InfluxSettings.from_env (never secrets); None: no live metrics
+    influx: Mapping[str, Any] | None = None
+    agent_start_s: float = 2.0  # extra lead for the metrics agents to start listening
 
 
 @dataclass(frozen=True)
@@ -145,7 +160,8 @@ def execute_run(
     check_target_allowed(base_url, profile.target.allow_hosts)
     require_java(settings.java)
     check_target_reachable(base_url)
-    observer.phase("preflight", f"target {base_url} answers")
+    sink = preflight_sink(settings.influx) if settings.influx else None
+    observer.phase("preflight", f"target {base_url} answers" + (", InfluxDB accepts writes" if sink else ""))
 
     compiled = prepare_build(loaded, settings, observer)
     plan = plan_run(
@@ -155,7 +171,7 @@ def execute_run(
             provider=provider.name,
             regions=regions,
             target=target,
-            start_lead_s=settings.start_lead_s,
+            start_lead_s=settings.start_lead_s + (settings.agent_start_s if sink else 0.0),
         ),
     )
     # absolute: injectors run in their own working directories
@@ -168,10 +184,22 @@ def execute_run(
 
     feeders = {f.name: f.file for f in profile.scenario.feeders}
     runs: list[InjectorRun] = []
+    agents: dict[str, tuple[InjectorHandle, Path]] = {}
+    writer = RunWriter(sink, run_dir) if sink else None
     interrupted = False
     failure: str | None = None
     try:
         provider.provision(plan, run_dir)
+        if writer is not None:
+            writer.write(
+                [
+                    *planned_rate_lines(plan),
+                    event_line(
+                        plan.run_id, "start", f"{plan.profile_name} on {plan.base_url}", plan.start_at_ms
+                    ),
+                ]
+            )
+        graphite = _start_agents(plan, provider, run_dir, settings, agents) if settings.influx else {}
         for injector in plan.injectors:
             workdir = run_dir / "injectors" / injector.id
             command = injector_command(
@@ -182,7 +210,7 @@ def execute_run(
                 feeders=feeders,
                 heap_mb=profile.injector.heap_mb,
                 java=settings.java,
-                extra_properties=LIVE_GATLING_PROPERTIES,
+                extra_properties={**LIVE_GATLING_PROPERTIES, **graphite.get(injector.id, {})},
             )
             handle = provider.launch(injector, command, workdir)
             runs.append(
@@ -202,23 +230,56 @@ def execute_run(
             run.exit_code = run.handle.poll()
             _read_new(run)
             run.accumulator.finish()
+        if agents:
+            observer.phase("drain", "the metrics agents are delivering their last points")
+            for handle, _ in agents.values():
+                handle.stop(AGENT_DRAIN_TIMEOUT_S)  # SIGTERM: drain to InfluxDB (or the spool), then exit
     except InjectorError as exc:
         failure = exc.render()
     finally:
         provider.teardown()
         observer.phase("teardown", "every injector stopped")
+    agent_statuses = {name: read_status(workdir) for name, (_, workdir) in agents.items()}
 
-    return _conclude(
-        plan,
-        profile.slos,
-        run_dir,
-        runs,
-        compiled,
-        settings,
-        observer,
-        interrupted=interrupted,
-        failure=failure,
-    )
+    try:
+        return _conclude(
+            plan,
+            profile.slos,
+            run_dir,
+            runs,
+            compiled,
+            settings,
+            observer,
+            interrupted=interrupted,
+            failure=failure,
+            writer=writer,
+            agent_statuses=agent_statuses,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _start_agents(
+    plan: Plan,
+    provider: Provider,
+    run_dir: Path,
+    settings: RunSettings,
+    agents: dict[str, tuple[InjectorHandle, Path]],
+) -> dict[str, dict[str, str]]:
+    """Start every injector's metrics agent, then wait until each listens; returns Gatling's -D properties."""
+    assert settings.influx is not None
+    for injector in plan.injectors:
+        workdir = run_dir / "injectors" / injector.id
+        config = write_agent_config(workdir, plan.run_id, injector, settings.influx)
+        agents[injector.id] = (
+            provider.launch(injector, agent_command(config), workdir, log_name="agent.log"),
+            workdir,
+        )
+    return {
+        injector_id: gatling_graphite_properties(wait_until_listening(workdir, injector_id, handle.poll))
+        for injector_id, (handle, workdir) in agents.items()
+    }
 
 
 def _monitor(
@@ -305,6 +366,8 @@ def _conclude(
     *,
     interrupted: bool,
     failure: str | None,
+    writer: RunWriter | None = None,
+    agent_statuses: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunOutcome:
     collected_at = time.monotonic()
     observer.phase("collect", "merging every injector's results")
@@ -340,6 +403,13 @@ def _conclude(
         for r in runs
     ]
     verdict = judge(plan, slos, stats, injectors, interrupted=interrupted, failure=failure)
+    if writer is not None:
+        now_ms = int(time.time() * 1000)
+        lines = [event_line(plan.run_id, "end", verdict.reason, now_ms)]
+        if stats is not None and stats.requests:
+            lines += summary_lines(plan, stats, verdict.verdict, now_ms)
+        lines.append(event_line(plan.run_id, "verdict", verdict.reason, now_ms + 1, verdict=verdict.verdict))
+        writer.write(lines)
     report_path = report_dir / "index.html"
     summary = {
         **verdict.summary,
@@ -348,6 +418,8 @@ def _conclude(
         "report_state": "building" if report_proc else "off",
         "judged_after_s": round(time.monotonic() - collected_at, 3),
     }
+    if agent_statuses is not None and (agent_statuses or writer is not None):
+        summary["metrics"] = metrics_summary(agent_statuses, writer)
     _write_json(run_dir / "summary.json", summary)  # the verdict is on disk before the HTML report
     if report_proc is not None and settings.html_report == "wait":
         observer.phase("report", "Gatling is writing the merged HTML report")

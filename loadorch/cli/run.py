@@ -50,6 +50,30 @@ def run(
         float, typer.Option(min=1.0, max=600.0, help="Seconds between planning and the shared start instant.")
     ] = 3.5,
     java: Annotated[str, typer.Option(help="The java executable injectors use.")] = "java",
+    influx_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Stream live metrics to this InfluxDB (e.g. http://127.0.0.1:8086 from `spike stack up`)."
+        ),
+    ] = None,
+    influx_api: Annotated[
+        str,
+        typer.Option(help="Write API: auto (from the server's /ping), v1 (/write) or v2 (/api/v2/write)."),
+    ] = "auto",
+    influx_db: Annotated[str, typer.Option(help="v1: the database.")] = "spike",
+    influx_rp: Annotated[str | None, typer.Option(help="v1: the retention policy.")] = None,
+    influx_user: Annotated[
+        str | None,
+        typer.Option(help="v1: the user; the password comes from $SPIKE_INFLUX_PASSWORD or a file."),
+    ] = None,
+    influx_password_file: Annotated[
+        Path | None, typer.Option(help="v1: a file holding the password.")
+    ] = None,
+    influx_org: Annotated[str | None, typer.Option(help="v2: the organisation.")] = None,
+    influx_bucket: Annotated[str, typer.Option(help="v2: the bucket.")] = "spike",
+    influx_token_file: Annotated[
+        Path | None, typer.Option(help="v2: a file holding the token (else $SPIKE_INFLUX_TOKEN).")
+    ] = None,
 ) -> None:
     """Run a load profile for real with Gatling injectors, then judge it against its SLOs.
 
@@ -61,6 +85,24 @@ def run(
             f"unknown mode {html_report!r}; valid values: {', '.join(HTML_REPORT_MODES)}",
             param_hint="--html-report",
         )
+    if influx_api not in ("auto", "v1", "v2"):
+        raise typer.BadParameter(
+            f"unknown API {influx_api!r}; valid values: auto, v1, v2", param_hint="--influx-api"
+        )
+    influx = None
+    if influx_url:
+        # everything but secrets: the sinks and agents read those from the environment or the files
+        influx = {
+            "url": influx_url,
+            "api": influx_api,
+            "database": influx_db,
+            "retention_policy": influx_rp,
+            "username": influx_user,
+            "password_file": str(influx_password_file) if influx_password_file else None,
+            "org": influx_org,
+            "bucket": influx_bucket,
+            "token_file": str(influx_token_file) if influx_token_file else None,
+        }
     loaded = load_profile(profile)
     observer = TerminalObserver(console)
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -74,6 +116,7 @@ def run(
                 java=java,
                 html_report=html_report,
                 start_lead_s=start_lead_s,
+                influx=influx,
             ),
             regions=parse_regions(regions),
             target=target,
@@ -96,6 +139,12 @@ def run(
     if summary.get("late_injectors"):
         console.print(
             f"[yellow]late start:[/] {', '.join(summary['late_injectors'])} were not ready at the shared start"
+        )
+    metrics = summary.get("metrics")
+    if metrics:
+        console.print(
+            f"metrics: {metrics['points_written']:,} points written by the agents, {metrics['spooled']:,} spooled "
+            f"during outages, {metrics['dropped']:,} dropped; {metrics['orchestrator_points_written']:,} run points"
         )
     console.print(f"run directory: {outcome.run_dir}")
     console.print(f"report: {summary.get('report') or 'not built'} ({summary.get('report_state')})")

@@ -31,7 +31,10 @@ class Provider(Protocol):
 
     def provision(self, plan: Plan, run_dir: Path) -> None: ...
 
-    def launch(self, injector: InjectorPlan, command: Command, workdir: Path) -> InjectorHandle: ...
+    def launch(
+        self, injector: InjectorPlan, command: Command, workdir: Path, *, log_name: str = "console.log"
+    ) -> InjectorHandle:
+        """Start a process on the injector (Gatling, or its metrics agent), output to `workdir/log_name`."""
 
     def collect(self, handle: InjectorHandle) -> Path:
         """Bring the injector's results home; returns the local results directory."""

@@ -74,9 +74,11 @@ class LocalProvider:
         # Nothing to create: this machine is the fleet.
         return None
 
-    def launch(self, injector: InjectorPlan, command: Command, workdir: Path) -> LocalInjector:
+    def launch(
+        self, injector: InjectorPlan, command: Command, workdir: Path, *, log_name: str = "console.log"
+    ) -> LocalInjector:
         workdir.mkdir(parents=True, exist_ok=True)
-        console = (workdir / "console.log").open("wb")
+        console = (workdir / log_name).open("wb")
         try:
             process = subprocess.Popen(
                 command.argv,

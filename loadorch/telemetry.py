@@ -1,0 +1,136 @@
+"""Live metrics for a run: one agent beside every injector, and the run's own points.
+
+Gatling's Graphite writer -> the injector's agent -> InfluxDB (spooled to disk while
+InfluxDB is away). The orchestrator itself writes the planned curve at the start and
+the run's events and exact final statistics at the end. Secrets never appear here:
+the agents and the sinks read them from the environment or from files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadorch.errors import InjectorError, PreflightError
+from loadorch.metrics.influx import InfluxSettings, make_sink
+from loadorch.metrics.sink import Sink, SinkRejected, SinkUnavailable
+from loadorch.plan.model import InjectorPlan
+from loadorch.process import Command
+
+AGENT_READY_TIMEOUT_S = 20.0
+AGENT_DRAIN_TIMEOUT_S = 60.0
+COUNTERS = ("points_written", "spooled", "replayed", "dropped")
+
+
+def preflight_sink(influx: Mapping[str, Any]) -> Sink:
+    """Reach InfluxDB and prove the credentials work, before any injector starts."""
+    settings = InfluxSettings.from_env(**influx)
+    try:
+        sink = make_sink(settings)
+        sink.check()
+    except SinkUnavailable as exc:
+        raise PreflightError(
+            f"InfluxDB is unreachable: {exc.message}",
+            where=settings.url,
+            fix="start it (`spike stack up` for a local one), correct --influx-url, or run without --influx-url",
+        ) from None
+    except SinkRejected as exc:
+        raise PreflightError(exc.message, where=settings.url, fix=exc.fix) from None
+    return sink
+
+
+def agent_command(config_path: Path) -> Command:
+    """The agent runs as `python -m loadorch agent` with the same interpreter as spike."""
+    return Command((sys.executable, "-m", "loadorch", "agent", "--config", str(config_path)))
+
+
+def write_agent_config(workdir: Path, run_id: str, injector: InjectorPlan, influx: Mapping[str, Any]) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "run_id": run_id,
+        "region": injector.region,
+        "injector": injector.id,
+        "listen_port": 0,
+        "sink_settings": dict(influx),  # no secrets: the agent reads them from env or files
+        "spool_dir": "agent-spool",
+        "status_path": "agent-status.json",
+        "drain_timeout_s": AGENT_DRAIN_TIMEOUT_S,
+    }
+    path = workdir / "agent.json"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def read_status(workdir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((workdir / "agent-status.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_until_listening(workdir: Path, injector_id: str, alive: Any) -> int:
+    """The agent's port, once it listens (Gatling gives up on a Graphite server that is not there)."""
+    deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status = read_status(workdir)
+        if status.get("state") == "failed":
+            raise InjectorError(f"the metrics agent failed: {status.get('error')}", where=injector_id)
+        if status.get("state") == "listening" and status.get("port"):
+            return int(status["port"])
+        if alive() is not None:
+            raise InjectorError(
+                f"the metrics agent exited before listening; see {workdir / 'agent.log'}", where=injector_id
+            )
+        time.sleep(0.05)
+    raise InjectorError(
+        f"the metrics agent did not listen within {AGENT_READY_TIMEOUT_S:.0f} s", where=injector_id
+    )
+
+
+@dataclass
+class RunWriter:
+    """The orchestrator's own points. A failed write is kept on disk, never lost."""
+
+    sink: Sink
+    run_dir: Path
+    written: int = 0
+    unsent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        try:
+            self.sink.write(lines)
+            self.written += len(lines)
+        except (SinkUnavailable, SinkRejected) as exc:
+            # keep them for a later replay: `curl --data-binary @unsent-points.lp '<influx>/write?...&precision=ms'`
+            with (self.run_dir / "unsent-points.lp").open("a") as handle:
+                handle.write("\n".join(lines) + "\n")
+            self.unsent += len(lines)
+            self.errors.append(exc.message)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def metrics_summary(
+    agent_statuses: Mapping[str, Mapping[str, Any]], writer: RunWriter | None
+) -> dict[str, Any]:
+    """Points written, spooled and dropped: every agent's and the orchestrator's."""
+    totals = {name: sum(int(s.get(name, 0) or 0) for s in agent_statuses.values()) for name in COUNTERS}
+    totals["left_in_spool"] = sum(int(s.get("spool_pending_points", 0) or 0) for s in agent_statuses.values())
+    return {
+        **totals,
+        "orchestrator_points_written": writer.written if writer else 0,
+        "orchestrator_points_unsent": writer.unsent if writer else 0,
+        "agents": {
+            name: {k: s.get(k) for k in (*COUNTERS, "state", "last_error")}
+            for name, s in agent_statuses.items()
+        },
+    }
