@@ -1,0 +1,226 @@
+"""Live metrics for real: runs against a real InfluxDB 1.6.7 that the tests start themselves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import java_processes, write_profile
+from typer.testing import CliRunner
+
+from loadorch.cli.main import app
+from loadorch.dashboards.build import LIVE_RUN, RUNS, dashboard_json, panel_queries
+from loadorch.errors import ExitCode
+from loadorch.metrics.stack import LocalInflux
+from loadorch.orchestrator import RunOutcome, RunSettings, execute_run
+from loadorch.paths import build_cache_dir
+from loadorch.profiles.loader import load_profile
+from loadorch.providers.local import LocalProvider
+from loadorch.target.server import TargetServer
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[LocalInflux]:
+    if shutil.which("influxd") is None:
+        pytest.fail("influxd (InfluxDB 1.6.7) is missing; `make test` installs it (apt-get install influxdb)")
+    server = LocalInflux(tmp_path / "influxdb").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rows(influx: LocalInflux, query: str) -> list[dict[str, Any]]:
+    """Every row of every series, as dicts with the series' tags merged in."""
+    result = influx.query(query, db="spike")["results"][0]
+    assert "error" not in result, f"{query}: {result['error']}"
+    out = []
+    for series in result.get("series", []):
+        for values in series["values"]:
+            out.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
+    return out
+
+
+def run_with_influx(
+    tmp_path: Path, target: TargetServer, influx: LocalInflux, observer: Any = None, **profile: Any
+) -> RunOutcome:
+    path = write_profile(tmp_path, **profile)
+    return execute_run(
+        load_profile(path),
+        provider=LocalProvider(),
+        settings=RunSettings(
+            runs_dir=tmp_path / "runs",
+            cache_dir=build_cache_dir(),
+            html_report="off",
+            influx={"url": influx.url},
+        ),
+        target=target.url,
+        observer=observer,
+    )
+
+
+def test_every_second_of_every_injector_lands_and_counts_match_the_logs(
+    tmp_path: Path, target: TargetServer, influx: LocalInflux
+) -> None:
+    outcome = run_with_influx(tmp_path, target, influx, name="live", rate_per_s=30, duration_s=15)
+    summary = outcome.summary
+    run_id = outcome.plan.run_id
+    assert outcome.exit_code == ExitCode.PASSED, summary["reason"]
+    assert summary["metrics"]["dropped"] == 0
+    assert summary["metrics"]["points_written"] > 0
+    # the sum of per-second ok+ko counts equals the merged logs' request count, exactly
+    counted = rows(
+        influx,
+        f"SELECT sum(\"count\") FROM gatling WHERE run_id='{run_id}' AND request='allRequests' "
+        "AND (status='ok' OR status='ko')",
+    )
+    assert counted[0]["sum"] == summary["requests"]["total"] == outcome.stats.requests  # type: ignore[union-attr]
+    # per-second points for every injector and every region
+    per_second = rows(
+        influx,
+        f"SELECT count(\"count\") FROM gatling WHERE run_id='{run_id}' AND request='allRequests' AND status='all' "
+        "GROUP BY injector, region",
+    )
+    assert {(r["injector"], r["region"]) for r in per_second} == {
+        ("eu-west-2-1", "eu-west-2"),
+        ("us-east-1-1", "us-east-1"),
+    }
+    assert all(r["count"] >= 14 for r in per_second), per_second
+    health = rows(
+        influx, f"SELECT count(cpu_pct) FROM injector_health WHERE run_id='{run_id}' GROUP BY injector"
+    )
+    assert len(health) == 2 and all(r["count"] >= 10 for r in health)
+    planned = rows(
+        influx, f"SELECT count(users_per_s) FROM planned_rate WHERE run_id='{run_id}' GROUP BY region"
+    )
+    assert sorted(r["count"] for r in planned) == [16, 16]
+    events = [r["event"] for r in rows(influx, f"SELECT * FROM run_events WHERE run_id='{run_id}'")]
+    assert events == ["start", "end", "verdict"]
+    final = rows(influx, f"SELECT * FROM run_summary WHERE run_id='{run_id}' AND scope='global'")
+    assert final[0]["requests"] == summary["requests"]["total"]
+    assert final[0]["p95"] == summary["latency"]["all"]["p95"]
+
+    # every dashboard panel's query, run against this InfluxDB, returns data
+    start_ms = outcome.plan.start_at_ms - 5_000
+    end_ms = outcome.plan.start_at_ms + 60_000
+    live = dashboard_json(LIVE_RUN, "influxql")
+    variables = {
+        "run_id": run_id,
+        "region": ["eu-west-2", "us-east-1"],
+        "request": ["read_feed", "read_post"],
+        "status": "all",
+    }
+    runs = dashboard_json(RUNS, "influxql")
+    queries = panel_queries(live, variables, start_ms, end_ms) + panel_queries(
+        runs, {"run_a": run_id, "run_b": run_id}, start_ms - 86_400_000, end_ms
+    )
+    assert len(queries) >= 12
+    empty = [title for title, query in queries if not rows(influx, query)]
+    assert not empty, f"panels without data: {empty}"
+
+
+def test_influx_outage_mid_run_loses_nothing(
+    tmp_path: Path, target: TargetServer, influx: LocalInflux
+) -> None:
+    class Outage:
+        """Stops InfluxDB 3 s into the load and starts it again 12 s later, on the same port and data."""
+
+        def __init__(self) -> None:
+            self.ticks = 0
+            self.down_at = 0
+
+        def phase(self, name: str, detail: str = "") -> None:
+            return None
+
+        def tick(self, view: Any) -> None:
+            self.ticks += 1
+            if self.ticks == 5:
+                influx.stop()
+                self.down_at = self.ticks
+            if self.down_at and self.ticks == self.down_at + 12:
+                influx.requested = (influx.port, influx.rpc_port)
+                influx.start()
+
+    outage = Outage()
+    outcome = run_with_influx(
+        tmp_path, target, influx, observer=outage, name="outage", rate_per_s=20, duration_s=22
+    )
+    assert outage.down_at, "the outage never happened"
+    summary = outcome.summary
+    assert outcome.exit_code == ExitCode.PASSED, summary["reason"]
+    metrics = summary["metrics"]
+    assert metrics["spooled"] > 0, "nothing was spooled: the outage did not bite"
+    assert metrics["dropped"] == 0
+    assert metrics["left_in_spool"] == 0
+    counted = rows(
+        influx,
+        f"SELECT sum(\"count\") FROM gatling WHERE run_id='{outcome.plan.run_id}' AND request='allRequests' "
+        "AND (status='ok' OR status='ko')",
+    )
+    assert counted[0]["sum"] == summary["requests"]["total"]
+    assert java_processes(str(tmp_path / "runs")) == []
+
+
+def test_unreachable_influx_stops_before_any_injector(tmp_path: Path, target: TargetServer) -> None:
+    profile = write_profile(tmp_path)
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--profile",
+            str(profile),
+            "--target",
+            target.url,
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--influx-url",
+            "http://127.0.0.1:1",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "InfluxDB is unreachable" in result.output and "spike stack up" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_wrong_password_stops_before_any_injector_and_is_not_printed(
+    tmp_path: Path, target: TargetServer
+) -> None:
+    secured = LocalInflux(tmp_path / "secured", auth_enabled=True).start()
+    try:
+        secured.query("CREATE USER admin WITH PASSWORD 'right-one' WITH ALL PRIVILEGES")
+        secured.query('CREATE DATABASE "spike"', username="admin", password="right-one")
+        profile = write_profile(tmp_path)
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                "--profile",
+                str(profile),
+                "--target",
+                target.url,
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--influx-url",
+                secured.url,
+                "--influx-user",
+                "admin",
+            ],
+            env={"SPIKE_INFLUX_PASSWORD": "wrong-secret-42"},
+        )
+    finally:
+        secured.stop()
+    assert result.exit_code == 2, result.output
+    assert "SPIKE_INFLUX_PASSWORD" in result.output
+    assert "wrong-secret-42" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_summary_json_reports_the_metrics(tmp_path: Path, target: TargetServer, influx: LocalInflux) -> None:
+    outcome = run_with_influx(tmp_path, target, influx, name="counters", rate_per_s=10, duration_s=4)
+    summary = json.loads((outcome.run_dir / "summary.json").read_text())
+    assert set(summary["metrics"]["agents"]) == {"eu-west-2-1", "us-east-1-1"}
+    assert summary["metrics"]["orchestrator_points_unsent"] == 0
