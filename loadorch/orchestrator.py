@@ -22,10 +22,11 @@ from typing import Any, Protocol
 from loadorch.agent.graphite import gatling_graphite_properties
 from loadorch.analysis.simlog import LogAccumulator, merge
 from loadorch.analysis.stats import MergedStats
+from loadorch.dashboards.grafana import GrafanaKey, annotate
 from loadorch.engine.gatling.build import CompiledSimulation, cached_simulation, compile_simulation
 from loadorch.engine.gatling.command import injector_command, reports_only_command
 from loadorch.engine.gatling.render import render_simulation
-from loadorch.errors import ExitCode, InjectorError
+from loadorch.errors import ExitCode, InjectorError, SpikeError
 from loadorch.metrics.run_points import event_line, planned_rate_lines, summary_lines
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.plan.planner import PlanOptions, plan_run
@@ -81,6 +82,8 @@ class RunSettings:
     # keyword arguments of InfluxSettings.from_env (never secrets); None: no live metrics
     influx: Mapping[str, Any] | None = None
     agent_start_s: float = 2.0  # extra lead for the metrics agents to start listening
+    grafana_url: str | None = None  # annotate the run's start and end there
+    grafana_key: GrafanaKey | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,9 @@ def execute_run(
                     ),
                 ]
             )
+        _annotate(
+            settings, plan, plan.start_at_ms, f"spike run {plan.run_id} starts ({plan.profile_name})", "start"
+        )
         graphite = _start_agents(plan, provider, run_dir, settings, agents) if settings.influx else {}
         for injector in plan.injectors:
             workdir = run_dir / "injectors" / injector.id
@@ -410,6 +416,13 @@ def _conclude(
             lines += summary_lines(plan, stats, verdict.verdict, now_ms)
         lines.append(event_line(plan.run_id, "verdict", verdict.reason, now_ms + 1, verdict=verdict.verdict))
         writer.write(lines)
+    annotation_error = _annotate(
+        settings,
+        plan,
+        int(time.time() * 1000),
+        f"spike run {plan.run_id}: {verdict.verdict} ({verdict.reason})",
+        "end",
+    )
     report_path = report_dir / "index.html"
     summary = {
         **verdict.summary,
@@ -418,6 +431,8 @@ def _conclude(
         "report_state": "building" if report_proc else "off",
         "judged_after_s": round(time.monotonic() - collected_at, 3),
     }
+    if settings.grafana_url:
+        summary["grafana_annotations"] = "failed: " + annotation_error if annotation_error else "added"
     if agent_statuses is not None and (agent_statuses or writer is not None):
         summary["metrics"] = metrics_summary(agent_statuses, writer)
     _write_json(run_dir / "summary.json", summary)  # the verdict is on disk before the HTML report
@@ -441,6 +456,17 @@ def _conclude(
     return RunOutcome(
         plan, run_dir, summary, verdict.exit_code, report_path if summary["report"] else None, stats
     )
+
+
+def _annotate(settings: RunSettings, plan: Plan, time_ms: int, text: str, event: str) -> str | None:
+    """A Grafana annotation, when a Grafana is configured; a failure is reported, never fatal."""
+    if not settings.grafana_url or settings.grafana_key is None:
+        return None
+    try:
+        annotate(settings.grafana_url, settings.grafana_key, plan.run_id, time_ms, text, tags=(event,))
+    except SpikeError as exc:
+        return exc.message
+    return None
 
 
 _READY = re.compile(rb"spike: injector \S+ ready, start in (-?\d+) ms")

@@ -22,6 +22,13 @@ Counters (`stats()`): points_written (all points the sink accepted, replayed one
 spooled (points put into the spool), replayed (points written from the spool), dropped (points
 given up: rejected by the sink or refused by a full spool), plus lines, malformed lines and
 connections. After a complete drain: points_received + health_points == points_written + dropped.
+
+The tap (`tap_path`): every line-protocol line the agent produces (gatling, gatling_users,
+injector_health), in the order produced, is also appended to a local file, flushed every flush
+interval and at drain/stop, so a local reader (the terminal live view) tails the very stream the
+sink gets. A failing tap only counts `tap_errors`; delivery to the sink goes on. Without a sink
+(`sink=None`, `sink_settings` null or absent in the config file) points go only to the tap:
+no spool, points_written and dropped stay 0 and sink_state is "none".
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from loadorch.agent.graphite import GraphiteDecoder, TimestampSequencer
 from loadorch.agent.health import HealthSampler
@@ -69,6 +76,7 @@ class AgentSettings:
     backoff_initial_s: float = 0.25
     backoff_max_s: float = 10.0
     quiet_s: float = 0.3  # drain: the stream counts as finished after this long without data
+    tap_path: Path | None = None  # also append every produced line here (see the module doc)
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port <= 65535:
@@ -252,6 +260,21 @@ class _Delivery:
             self.last_error = message
 
 
+_SINKLESS_SNAPSHOT: dict[str, Any] = {
+    "points_written": 0,
+    "spooled": 0,
+    "replayed": 0,
+    "dropped": 0,
+    "write_failures": 0,
+    "queued_points": 0,
+    "spool_pending_points": 0,
+    "spool_pending_bytes": 0,
+    "sink_state": "none",
+    "last_error": None,
+    "drop_reasons": {},
+}
+
+
 def _chunks(batches: list[list[str]], limit: int) -> list[list[str]]:
     """Merge consecutive batches into writes of at most `limit` lines (fewer round trips)."""
     chunks: list[list[str]] = []
@@ -301,11 +324,21 @@ class Agent:
     `await stop()`. `AgentThread` runs one in a background thread for synchronous callers.
     """
 
-    def __init__(self, settings: AgentSettings, sink: Sink, *, health: HealthSampler | None = None) -> None:
+    def __init__(
+        self, settings: AgentSettings, sink: Sink | None, *, health: HealthSampler | None = None
+    ) -> None:
         self.settings = settings
         self._sink = sink
-        self._spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
-        self._delivery = _Delivery(sink, self._spool, settings)
+        # no sink: no spool and no delivery thread, points go to the tap only
+        self._spool: Spool | None = None
+        self._delivery: _Delivery | None = None
+        if sink is not None:
+            self._spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+            self._delivery = _Delivery(sink, self._spool, settings)
+        self._tap: IO[str] | None = None  # the open tap file (buffered text), opened on first use
+        self._tap_lines = 0
+        self._tap_errors = 0
+        self._tap_last_error: str | None = None
         self._sequencer = TimestampSequencer()
         self._health = health
         self._server: asyncio.Server | None = None
@@ -343,7 +376,8 @@ class Agent:
                 lambda: _GraphiteProtocol(self), LISTEN_HOST, self.settings.listen_port, reuse_address=True
             )
         except OSError as exc:
-            self._spool.close()
+            if self._spool is not None:
+                self._spool.close()
             if exc.errno == errno.EADDRINUSE:
                 raise PreflightError(
                     f"the agent cannot listen on {LISTEN_HOST}:{self.settings.listen_port}: the port is busy",
@@ -355,7 +389,8 @@ class Agent:
                 where=f"injector {self.settings.injector}",
             ) from exc
         self._port = int(self._server.sockets[0].getsockname()[1])
-        self._delivery.start()
+        if self._delivery is not None:
+            self._delivery.start()
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="spike-agent-flush"))
         if self.settings.health_interval_s:
             if self._health is None:
@@ -385,9 +420,11 @@ class Agent:
                     break
                 await asyncio.sleep(0.02)
             self._flush(close_points=True)
-            self._delivery.retry_now()
-            while not self._delivery.idle() and loop.time() < deadline:
-                await asyncio.sleep(0.02)
+            self._tap_flush()
+            if self._delivery is not None:
+                self._delivery.retry_now()
+                while not self._delivery.idle() and loop.time() < deadline:
+                    await asyncio.sleep(0.02)
         finally:
             if self._state == "draining":
                 self._state = previous
@@ -411,9 +448,11 @@ class Agent:
             await self._server.wait_closed()
         await asyncio.sleep(0)  # let connection_lost callbacks run
         self._flush(close_points=True)
-        stopped = await asyncio.get_running_loop().run_in_executor(None, self._delivery.stop)
-        if stopped:  # else the thread still holds the spool; it is a daemon and dies with us
-            self._spool.close()
+        self._tap_close()
+        if self._delivery is not None and self._spool is not None:
+            stopped = await asyncio.get_running_loop().run_in_executor(None, self._delivery.stop)
+            if stopped:  # else the thread still holds the spool; it is a daemon and dies with us
+                self._spool.close()
         self._state = "stopped"
         return self.stats()
 
@@ -439,8 +478,12 @@ class Agent:
             "health_points": self._health_points,
             "health_errors": self._health_errors,
             "pending_points": len(self._pending),
-            **self._delivery.snapshot(),
+            **(self._delivery.snapshot() if self._delivery is not None else _SINKLESS_SNAPSHOT),
             "spool_dir": str(self.settings.spool_dir),
+            "tap_path": str(self.settings.tap_path) if self.settings.tap_path is not None else None,
+            "tap_lines": self._tap_lines,
+            "tap_errors": self._tap_errors,
+            "tap_last_error": self._tap_last_error,
         }
 
     # -- event loop internals ------------------------------------------------------------------
@@ -476,7 +519,47 @@ class Agent:
                 self._pending.extend(closed)
         if self._pending:
             batch, self._pending = self._pending, []
-            self._delivery.submit(batch)
+            self._tap_write(batch)
+            if self._delivery is not None:
+                self._delivery.submit(batch)
+
+    # The tap: buffered appends on the event loop (cheap), one flush per flush interval.
+
+    def _tap_write(self, batch: list[str]) -> None:
+        path = self.settings.tap_path
+        if path is None:
+            return
+        try:
+            if self._tap is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._tap = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+            self._tap.write("\n".join(batch) + "\n")
+            self._tap_lines += len(batch)
+        except Exception as exc:  # the tap is a convenience: never let it stop delivery
+            self._tap_failed(exc)
+
+    def _tap_flush(self) -> None:
+        if self._tap is None:
+            return
+        try:
+            self._tap.flush()
+        except Exception as exc:
+            self._tap_failed(exc)
+
+    def _tap_close(self) -> None:
+        self._tap_flush()
+        if self._tap is not None:
+            with contextlib.suppress(Exception):
+                self._tap.close()
+            self._tap = None
+
+    def _tap_failed(self, exc: Exception) -> None:
+        self._tap_errors += 1
+        self._tap_last_error = f"tap {self.settings.tap_path}: {exc}"
+        if self._tap is not None:  # reopen on the next write (the file may have been removed)
+            with contextlib.suppress(Exception):
+                self._tap.close()
+            self._tap = None
 
     async def _flush_loop(self) -> None:
         interval = self.settings.flush_interval_s
@@ -490,6 +573,7 @@ class Agent:
                     self._points_received += len(closed)
                     self._pending.extend(closed)
             self._flush(close_points=False)
+            self._tap_flush()
 
     async def _health_loop(self) -> None:
         assert self._health is not None and self.settings.health_interval_s
@@ -509,7 +593,7 @@ class Agent:
 class AgentThread:
     """An Agent on its own event loop in a background thread, for synchronous callers and tests."""
 
-    def __init__(self, settings: AgentSettings, sink: Sink) -> None:
+    def __init__(self, settings: AgentSettings, sink: Sink | None) -> None:
         self.agent = Agent(settings, sink)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="spike-agent-loop", daemon=True)
@@ -565,13 +649,13 @@ class AgentConfig:
     """The agent process's JSON settings file. Relative paths are relative to that file.
 
     {"run_id": "...", "region": "eu-west-2", "injector": "eu-west-2-1", "listen_port": 2003,
-     "sink_settings": "influx.json",            # or the settings object inline
-     "spool_dir": "spool", "status_path": "agent-status.json",
+     "sink_settings": "influx.json",            # or the settings object inline; null/absent: no sink
+     "spool_dir": "spool", "status_path": "agent-status.json", "tap_path": "agent-tap.lp",
      "drain_timeout_s": 30, "status_interval_s": 2, "health_interval_s": 1, "prefix": "spike"}
     """
 
     agent: AgentSettings
-    sink_settings: dict[str, Any]
+    sink_settings: dict[str, Any] | None  # None: no sink, points go to the tap only
     status_path: Path
     drain_timeout_s: float = 30.0
     status_interval_s: float = 2.0
@@ -607,11 +691,15 @@ class AgentConfig:
                 sink_settings = json.loads(sink_path.read_text())
             except (OSError, ValueError) as exc:
                 raise BadInputError(f"cannot read the sink settings: {exc}", where=str(sink_path)) from exc
-        if not isinstance(sink_settings, dict):
-            raise BadInputError("sink_settings must name a JSON file or be a JSON object", where=where)
+        if sink_settings is not None and not isinstance(sink_settings, dict):
+            raise BadInputError(
+                "sink_settings must name a JSON file, be a JSON object or be null", where=where
+            )
         status_path = base / data.pop("status_path", "agent-status.json")
         extra = {k: data.pop(k) for k in ("drain_timeout_s", "status_interval_s") if k in data}
         data["spool_dir"] = base / data.get("spool_dir", f"spool-{data.get('injector', 'agent')}")
+        if data.get("tap_path") is not None:
+            data["tap_path"] = base / data["tap_path"]
         try:
             settings = AgentSettings(**data)
         except TypeError as exc:
@@ -677,7 +765,7 @@ def _write_status(path: Path, stats: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-async def serve(config: AgentConfig, sink: Sink, stop: asyncio.Event) -> dict[str, Any]:
+async def serve(config: AgentConfig, sink: Sink | None, stop: asyncio.Event) -> dict[str, Any]:
     """Run an agent until `stop` is set: status file when listening, periodically and at the end."""
     agent = Agent(config.agent, sink)
     try:
@@ -697,8 +785,9 @@ async def serve(config: AgentConfig, sink: Sink, stop: asyncio.Event) -> dict[st
     finally:
         final = await agent.stop()
         _write_status(config.status_path, final)
-        with contextlib.suppress(Exception):
-            sink.close()
+        if sink is not None:
+            with contextlib.suppress(Exception):
+                sink.close()
     return final
 
 
@@ -709,7 +798,9 @@ def run_agent(config_path: Path | str) -> int:
     Gatling may connect; it is rewritten every `status_interval_s` and once more at exit.
     """
     config = AgentConfig.load(Path(config_path))
-    sink = _LazySink(influx_sink_factory(config.sink_settings))
+    sink: Sink | None = None
+    if config.sink_settings is not None:
+        sink = _LazySink(influx_sink_factory(config.sink_settings))
 
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()

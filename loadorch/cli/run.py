@@ -20,6 +20,7 @@ from loadorch.cli.common import (
     parse_regions,
 )
 from loadorch.cli.live import TerminalObserver, render_summary
+from loadorch.dashboards.grafana import load_key
 from loadorch.orchestrator import RunSettings, execute_run
 from loadorch.paths import build_cache_dir
 from loadorch.profiles.loader import load_profile
@@ -74,6 +75,11 @@ def run(
     influx_token_file: Annotated[
         Path | None, typer.Option(help="v2: a file holding the token (else $SPIKE_INFLUX_TOKEN).")
     ] = None,
+    grafana_url: Annotated[
+        str | None,
+        typer.Option(help="Annotate the run's start and end in this Grafana (key: $SPIKE_GRAFANA_KEY)."),
+    ] = None,
+    grafana_key_file: Annotated[Path | None, typer.Option(help="A file holding the Grafana API key.")] = None,
 ) -> None:
     """Run a load profile for real with Gatling injectors, then judge it against its SLOs.
 
@@ -103,6 +109,8 @@ def run(
             "bucket": influx_bucket,
             "token_file": str(influx_token_file) if influx_token_file else None,
         }
+    # the key is read now, so a missing one stops the run before anything starts
+    grafana_key = load_key(grafana_key_file) if grafana_url else None
     loaded = load_profile(profile)
     observer = TerminalObserver(console)
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -117,6 +125,8 @@ def run(
                 html_report=html_report,
                 start_lead_s=start_lead_s,
                 influx=influx,
+                grafana_url=grafana_url,
+                grafana_key=grafana_key,
             ),
             regions=parse_regions(regions),
             target=target,

@@ -224,3 +224,35 @@ def test_summary_json_reports_the_metrics(tmp_path: Path, target: TargetServer, 
     summary = json.loads((outcome.run_dir / "summary.json").read_text())
     assert set(summary["metrics"]["agents"]) == {"eu-west-2-1", "us-east-1-1"}
     assert summary["metrics"]["orchestrator_points_unsent"] == 0
+
+
+def test_run_with_grafana_adds_start_and_end_annotations(tmp_path: Path, target: TargetServer) -> None:
+    """Contract test: Grafana cannot run here; the fake speaks its documented annotations API."""
+    from fake_grafana import FakeGrafana
+
+    profile = write_profile(tmp_path, name="annotated", rate_per_s=10, duration_s=3)
+    with FakeGrafana({"editor-key-123": "Editor"}) as grafana:
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                "--profile",
+                str(profile),
+                "--target",
+                target.url,
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--html-report",
+                "off",
+                "--grafana-url",
+                grafana.url,
+            ],
+            env={"SPIKE_GRAFANA_KEY": "editor-key-123"},
+        )
+        annotations = list(grafana.state.annotations)
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())["run_id"]
+    assert len(annotations) == 2
+    assert all(f"run_id:{run_id}" in a["tags"] for a in annotations)
+    assert "starts" in annotations[0]["text"] and "passed" in annotations[1]["text"]
+    assert "editor-key-123" not in result.output

@@ -1,4 +1,4 @@
-"""Contract tests of Grafana provisioning against a local fake Grafana (tests/unit/fake_grafana.py).
+"""Contract tests of Grafana provisioning against a local fake Grafana (tests/fakes/fake_grafana.py).
 
 No Grafana can be installed here; the fake answers the endpoints grafana-client
 calls with the status codes Grafana documents, so these tests pin spike's side
