@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 8080
+INFLUX_PORT ?= 8086
 
 .PHONY: deps system-deps python-deps gatling-deps demo test test-unit test-integration lint bench clean
 
@@ -42,7 +43,7 @@ gatling-deps: python-deps system-deps
 	$(BIN)/spike build --profile viral-x10 --profile smoke
 
 demo: deps
-	PORT=$(PORT) SPIKE=$(BIN)/spike scripts/demo.sh
+	PORT=$(PORT) INFLUX_PORT=$(INFLUX_PORT) SPIKE=$(BIN)/spike scripts/demo.sh
 
 test: deps lint
 	$(BIN)/pytest

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# The demo: the sample target on loopback, then a viral x10 storm from two real
-# Gatling injectors (one per region label) against it, ending in a report.
+# The demo: a local InfluxDB and the sample target on loopback, then a viral x10
+# storm from two real Gatling injectors (one per region label) against it, with
+# live metrics streaming into InfluxDB, ending in a report.
 set -euo pipefail
 SPIKE=${SPIKE:-spike}
 PORT=${PORT:-8080}
+INFLUX_PORT=${INFLUX_PORT:-8086}
+INFLUX_RPC_PORT=${INFLUX_RPC_PORT:-8088}
+
+"$SPIKE" stack up --port "$INFLUX_PORT" --rpc-port "$INFLUX_RPC_PORT"
 
 "$SPIKE" target serve --port "$PORT" &
 target_pid=$!
-trap 'kill "$target_pid" 2>/dev/null || true; wait "$target_pid" 2>/dev/null || true' EXIT
+cleanup() {
+  kill "$target_pid" 2>/dev/null || true
+  wait "$target_pid" 2>/dev/null || true
+  # the data stays in spike's state directory; `spike stack up` brings it back to look at
+  "$SPIKE" stack down || true
+}
+trap cleanup EXIT
 PYTHON=${PYTHON:-$(dirname "$SPIKE")/python}
 "$PYTHON" - "$PORT" <<'PY'
 import sys, time, urllib.request
@@ -23,7 +34,7 @@ PY
 
 set +e
 "$SPIKE" run --profile viral-x10 --regions eu-west-2,us-east-1 --provider local \
-  --target "http://127.0.0.1:$PORT"
+  --target "http://127.0.0.1:$PORT" --influx-url "http://127.0.0.1:$INFLUX_PORT"
 status=$?
 set -e
 case $status in

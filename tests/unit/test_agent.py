@@ -402,3 +402,100 @@ def test_health_sample_fields_and_sockstat_parsing(tmp_path: Path) -> None:
     text = sampler.sample(1_700_000_000_123)
     assert text.startswith("injector_health,host=inj-host,injector=eu-1,region=eu,run_id=r ")
     assert text.endswith(" 1700000000123")
+
+
+def test_the_tap_gets_exactly_the_points_the_sink_gets_in_order(tmp_path: Path, sink: FakeSink) -> None:
+    tap = tmp_path / "tap" / "agent.lp"
+    runner = AgentThread(settings(tmp_path, tap_path=tap, health_interval_s=0.1), sink)
+    runner.start()
+    try:
+        with connect(runner.port) as conn:
+            for second in range(10):
+                conn.sendall(flush(second, second + 1))
+                time.sleep(0.02)
+        wait_for(lambda: runner.stats()["health_points"] >= 1)
+        stats = runner.drain(5)
+    finally:
+        final = runner.stop()
+    assert tap.read_text().splitlines() == sink.lines
+    assert any(text.startswith("injector_health,") for text in sink.lines)
+    assert counts(sink.lines) == [((EPOCH + s) * 1000, s + 1) for s in range(10)]
+    assert final["tap_lines"] == len(sink.lines) == stats["points_written"] and final["tap_errors"] == 0
+
+
+def test_the_tap_is_readable_mid_run_within_a_flush(tmp_path: Path, sink: FakeSink) -> None:
+    tap = tmp_path / "agent.lp"
+    runner = AgentThread(settings(tmp_path, tap_path=tap, flush_interval_s=1.0), sink)
+    runner.start()
+    try:
+        with connect(runner.port) as conn:
+            conn.sendall(flush(0, 3) + flush(1, 4))  # second 1 closes second 0's points
+            started = time.monotonic()
+            wait_for(lambda: tap.exists() and len(counts(tap.read_text().splitlines())) >= 1, timeout_s=1.5)
+            assert time.monotonic() - started < 1.5
+            assert counts(tap.read_text().splitlines())[0] == (EPOCH * 1000, 3)
+    finally:
+        runner.stop()
+
+
+def test_a_failing_tap_does_not_stop_delivery(tmp_path: Path, sink: FakeSink) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    runner = AgentThread(settings(tmp_path, tap_path=blocker / "tap.lp"), sink)
+    runner.start()
+    try:
+        with connect(runner.port) as conn:
+            conn.sendall(flush(0, 2))
+        stats = runner.drain(5)
+    finally:
+        runner.stop()
+    assert stats["points_written"] == 4 and counts(sink.lines) == [(EPOCH * 1000, 2)]
+    assert stats["tap_errors"] >= 1 and stats["tap_lines"] == 0 and "not-a-dir" in stats["tap_last_error"]
+
+
+def test_agent_config_tap_path_and_no_sink(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({"run_id": "r", "region": "eu", "injector": "eu-1", "tap_path": "t/tap.lp"}))
+    config = AgentConfig.load(path)
+    assert config.sink_settings is None and config.agent.tap_path == tmp_path / "t" / "tap.lp"
+    path.write_text(json.dumps({"run_id": "r", "region": "eu", "injector": "eu-1", "sink_settings": None}))
+    config = AgentConfig.load(path)
+    assert config.sink_settings is None and config.agent.tap_path is None
+    path.write_text(json.dumps({"run_id": "r", "region": "eu", "injector": "eu-1", "sink_settings": 3}))
+    with pytest.raises(BadInputError, match="sink_settings"):
+        AgentConfig.load(path)
+
+
+def test_run_agent_process_without_a_sink_writes_only_the_tap(tmp_path: Path) -> None:
+    config = {
+        "run_id": "r-1",
+        "region": "eu",
+        "injector": "eu-1",
+        "tap_path": "tap.lp",
+        "drain_timeout_s": 5,
+        "status_interval_s": 0.1,
+        "health_interval_s": None,
+        "flush_interval_s": 0.2,
+    }
+    (tmp_path / "agent.json").write_text(json.dumps(config))
+    status_path, tap = tmp_path / "agent-status.json", tmp_path / "tap.lp"
+    code = "import sys; from loadorch.agent.agent import run_agent; sys.exit(run_agent(sys.argv[1]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "agent.json")])
+    try:
+        wait_for(lambda: status_path.exists(), timeout_s=20)
+        status = json.loads(status_path.read_text())
+        assert status["state"] == "listening" and status["sink_state"] == "none"
+        with connect(status["port"]) as conn:
+            conn.sendall(flush(0, 1) + flush(1, 2))
+            wait_for(lambda: tap.exists() and len(counts(tap.read_text().splitlines())) >= 1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    status = json.loads(status_path.read_text())
+    assert status["state"] == "stopped" and status["sink_state"] == "none"
+    assert status["points_written"] == 0 and status["dropped"] == 0 and status["spooled"] == 0
+    assert counts(tap.read_text().splitlines()) == [(EPOCH * 1000, 1), ((EPOCH + 1) * 1000, 2)]
+    assert status["tap_lines"] == status["points_received"] == 8 == len(tap.read_text().splitlines())
+    assert not (tmp_path / "spool-eu-1").exists()  # no sink: no spool either
