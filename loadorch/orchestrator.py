@@ -27,9 +27,10 @@ from loadorch.engine.gatling.build import CompiledSimulation, cached_simulation,
 from loadorch.engine.gatling.command import injector_command, reports_only_command
 from loadorch.engine.gatling.render import render_simulation
 from loadorch.errors import ExitCode, InjectorError, SpikeError
-from loadorch.metrics.run_points import event_line, planned_rate_lines, summary_lines
+from loadorch.metrics.run_points import event_line, start_lines, summary_lines
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.plan.planner import PlanOptions, plan_run
+from loadorch.plan.shapes import phases
 from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
 from loadorch.profiles.loader import LoadedProfile
 from loadorch.profiles.model import Slos
@@ -194,14 +195,7 @@ def execute_run(
     try:
         provider.provision(plan, run_dir)
         if writer is not None:
-            writer.write(
-                [
-                    *planned_rate_lines(plan),
-                    event_line(
-                        plan.run_id, "start", f"{plan.profile_name} on {plan.base_url}", plan.start_at_ms
-                    ),
-                ]
-            )
+            writer.write(start_lines(plan, phases(profile)))
         _annotate(
             settings, plan, plan.start_at_ms, f"spike run {plan.run_id} starts ({plan.profile_name})", "start"
         )

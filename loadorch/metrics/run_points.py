@@ -29,6 +29,18 @@ def planned_rate_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def start_lines(plan: Plan, phases: list[tuple[str, int]]) -> list[str]:
+    """Written when the run starts: the planned curve, the start event and one event per storm phase."""
+    lines = [
+        *planned_rate_lines(plan),
+        event_line(plan.run_id, "start", f"{plan.profile_name} on {plan.base_url}", plan.start_at_ms),
+    ]
+    for name, start_s in phases:
+        # +1 ms keeps a phase beginning at 0 s from overwriting the start event (same series, same time)
+        lines.append(event_line(plan.run_id, "phase", name, plan.start_at_ms + start_s * 1000 + 1))
+    return lines
+
+
 def event_line(run_id: str, event: str, text: str, ts_ms: int, verdict: str = "") -> str:
     fields: dict[str, float | int | str | bool] = {"text": text}
     if verdict:

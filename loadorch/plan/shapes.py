@@ -58,6 +58,30 @@ def steps_curve(shape: StepsShape) -> RateCurve:
     return RateCurve.from_points(points).simplified()
 
 
+def phases(profile: Profile) -> list[tuple[str, int]]:
+    """The storm's phases as (name, start second): warmup, growth, hold, decay, cooldown, or each step."""
+    shape = profile.shape
+    if isinstance(shape, StepsShape):
+        out, t = [], 0
+        for i, step in enumerate(shape.steps):
+            out.append((f"step {i + 1}: {'ramp to' if step.ramp else 'hold'} {step.rate_per_s:g} users/s", t))
+            t += step.duration_s
+        return out
+    parts = [
+        ("warmup", shape.warmup_s),
+        (f"{shape.growth} growth to x{shape.multiplier:g}", shape.growth_s),
+        ("hold at peak", shape.hold_s),
+        ("decay", shape.decay_s),
+        ("cooldown", shape.cooldown_s),
+    ]
+    out, t = [], 0
+    for name, duration in parts:
+        if duration:
+            out.append((name, t))
+            t += duration
+    return out
+
+
 def _sample_times(duration_s: int) -> list[int]:
     if duration_s <= 0:
         return [0]

@@ -99,7 +99,7 @@ def test_every_second_of_every_injector_lands_and_counts_match_the_logs(
     )
     assert sorted(r["count"] for r in planned) == [16, 16]
     events = [r["event"] for r in rows(influx, f"SELECT * FROM run_events WHERE run_id='{run_id}'")]
-    assert events == ["start", "end", "verdict"]
+    assert events == ["start", "phase", "end", "verdict"]
     final = rows(influx, f"SELECT * FROM run_summary WHERE run_id='{run_id}' AND scope='global'")
     assert final[0]["requests"] == summary["requests"]["total"]
     assert final[0]["p95"] == summary["latency"]["all"]["p95"]

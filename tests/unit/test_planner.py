@@ -103,3 +103,16 @@ def test_plan_round_trips_through_json() -> None:
     plan = plan_run(profile(), PlanOptions(now_ms=NOW, regions=("eu-west-2", "us-east-1")))
     again = Plan.from_dict(plan.to_dict())
     assert again.to_dict() == plan.to_dict()
+
+
+def test_phases_of_a_viral_storm_and_of_steps() -> None:
+    from loadorch.plan.shapes import phases
+
+    assert phases(profile("viral-x10")) == [
+        ("warmup", 0),
+        ("logistic growth to x10", 10),
+        ("hold at peak", 30),
+        ("decay", 50),
+        ("cooldown", 65),
+    ]
+    assert phases(profile("smoke")) == [("step 1: ramp to 5 users/s", 0), ("step 2: hold 5 users/s", 5)]
