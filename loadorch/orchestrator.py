@@ -27,6 +27,7 @@ from loadorch.engine.gatling.build import CompiledSimulation, cached_simulation,
 from loadorch.engine.gatling.command import injector_command, reports_only_command
 from loadorch.engine.gatling.render import render_simulation
 from loadorch.errors import ExitCode, InjectorError, SpikeError
+from loadorch.livestream import LiveStream
 from loadorch.metrics.run_points import event_line, start_lines, summary_lines
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.plan.planner import PlanOptions, plan_run
@@ -37,6 +38,7 @@ from loadorch.profiles.model import Slos
 from loadorch.providers.base import InjectorHandle, Provider
 from loadorch.telemetry import (
     AGENT_DRAIN_TIMEOUT_S,
+    TAP_FILE,
     RunWriter,
     agent_command,
     metrics_summary,
@@ -82,16 +84,18 @@ class RunSettings:
     overrun_s: float = 60.0  # how long injectors may outlive the plan before they are stopped
     # keyword arguments of InfluxSettings.from_env (never secrets); None: no live metrics
     influx: Mapping[str, Any] | None = None
-    agent_start_s: float = 2.0  # extra lead for the metrics agents to start listening
+    agent_start_s: float = 1.0  # extra lead: the agents must listen before the JVMs start (~0.6 s)
     grafana_url: str | None = None  # annotate the run's start and end there
     grafana_key: GrafanaKey | None = None
 
 
 @dataclass(frozen=True)
 class RegionLive:
+    """One region's row: this second's planned and achieved requests, totals so far, the worst p95."""
+
     name: str
-    planned_rate_per_s: float
-    achieved_rate_per_s: float
+    planned_requests_per_s: float
+    achieved_requests_per_s: float
     requests: int
     ko: int
     p95_ms: int | None
@@ -175,7 +179,7 @@ def execute_run(
             provider=provider.name,
             regions=regions,
             target=target,
-            start_lead_s=settings.start_lead_s + (settings.agent_start_s if sink else 0.0),
+            start_lead_s=settings.start_lead_s + settings.agent_start_s,
         ),
     )
     # absolute: injectors run in their own working directories
@@ -199,7 +203,10 @@ def execute_run(
         _annotate(
             settings, plan, plan.start_at_ms, f"spike run {plan.run_id} starts ({plan.profile_name})", "start"
         )
-        graphite = _start_agents(plan, provider, run_dir, settings, agents) if settings.influx else {}
+        graphite = _start_agents(plan, provider, run_dir, settings, agents)
+        stream = LiveStream(plan.start_at_ms)
+        for injector in plan.injectors:
+            stream.add_tap(run_dir / "injectors" / injector.id / TAP_FILE, injector.region)
         for injector in plan.injectors:
             workdir = run_dir / "injectors" / injector.id
             command = injector_command(
@@ -218,7 +225,7 @@ def execute_run(
             )
         observer.phase("run", f"{len(runs)} injector(s) started; load begins at the shared start instant")
         try:
-            _monitor(plan, runs, settings, observer, clock_ms)
+            _monitor(plan, runs, stream, settings, observer, clock_ms)
         except KeyboardInterrupt:
             interrupted = True
             observer.phase("interrupted", "stopping the load; collecting what exists (Ctrl-C again to abort)")
@@ -268,7 +275,6 @@ def _start_agents(
     agents: dict[str, tuple[InjectorHandle, Path]],
 ) -> dict[str, dict[str, str]]:
     """Start every injector's metrics agent, then wait until each listens; returns Gatling's -D properties."""
-    assert settings.influx is not None
     for injector in plan.injectors:
         workdir = run_dir / "injectors" / injector.id
         config = write_agent_config(workdir, plan.run_id, injector, settings.influx)
@@ -285,6 +291,7 @@ def _start_agents(
 def _monitor(
     plan: Plan,
     runs: list[InjectorRun],
+    stream: LiveStream,
     settings: RunSettings,
     observer: RunObserver,
     clock_ms: Callable[[], int],
@@ -295,7 +302,7 @@ def _monitor(
             _read_new(run)
         running = [r for r in runs if r.handle.poll() is None]
         now = clock_ms()
-        observer.tick(_live_view(plan, runs, now, len(running)))
+        observer.tick(_live_view(plan, stream, now, len(running), len(runs)))
         if not running:
             return
         if now > deadline_ms:
@@ -333,26 +340,26 @@ def _read_new(run: InjectorRun) -> None:
         run.accumulator.feed(chunk)
 
 
-def _live_view(plan: Plan, runs: list[InjectorRun], now_ms: int, running: int) -> LiveView:
+def _live_view(plan: Plan, stream: LiveStream, now_ms: int, running: int, total: int) -> LiveView:
+    """What the terminal shows, from the agents' stream (the one InfluxDB receives)."""
     elapsed_s = max(0.0, (now_ms - plan.start_at_ms) / 1000)
-    second = int(elapsed_s) - 1  # the last complete second
-    stats = merge(r.accumulator for r in runs)
-    last = next((row for row in stats.per_second if row.second == second), None)
+    stream.poll()
+    second = int(elapsed_s) - 2  # Gatling reports a second when it ends; the agent adds up to a second
     rows = []
     for region in plan.regions:
-        now = last.regions.get(region.name) if last else None
-        totals = stats.by_region.get(region.name)
+        now = stream.region_second(region.name, second)
+        planned_users = region.curve.users_between(second, second + 1) if second >= 0 else 0.0
         rows.append(
             RegionLive(
                 name=region.name,
-                planned_rate_per_s=region.curve.users_between(second, second + 1) if second >= 0 else 0.0,
-                achieved_rate_per_s=now.users_started if now else 0,
-                requests=totals.all.count if totals else 0,
-                ko=totals.ko.count if totals else 0,
-                p95_ms=now.p95 if now else None,
+                planned_requests_per_s=planned_users * plan.requests_per_user,
+                achieved_requests_per_s=now.requests if now else 0.0,
+                requests=int(stream.requests[region.name]),
+                ko=int(stream.ko[region.name]),
+                p95_ms=None if now is None or now.p95_ms is None else int(now.p95_ms),
             )
         )
-    return LiveView(elapsed_s, plan.duration_s, tuple(rows), running, len(runs))
+    return LiveView(elapsed_s, plan.duration_s, tuple(rows), running, total)
 
 
 def _conclude(
@@ -427,7 +434,7 @@ def _conclude(
     }
     if settings.grafana_url:
         summary["grafana_annotations"] = "failed: " + annotation_error if annotation_error else "added"
-    if agent_statuses is not None and (agent_statuses or writer is not None):
+    if agent_statuses:
         summary["metrics"] = metrics_summary(agent_statuses, writer)
     _write_json(run_dir / "summary.json", summary)  # the verdict is on disk before the HTML report
     if report_proc is not None and settings.html_report == "wait":

@@ -49,16 +49,24 @@ def agent_command(config_path: Path) -> Command:
     return Command((sys.executable, "-m", "loadorch", "agent", "--config", str(config_path)))
 
 
-def write_agent_config(workdir: Path, run_id: str, injector: InjectorPlan, influx: Mapping[str, Any]) -> Path:
+TAP_FILE = "agent-tap.lp"
+
+
+def write_agent_config(
+    workdir: Path, run_id: str, injector: InjectorPlan, influx: Mapping[str, Any] | None
+) -> Path:
+    """The agent's settings. Without InfluxDB it still runs: its tap feeds the terminal's live view."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "run_id": run_id,
         "region": injector.region,
         "injector": injector.id,
         "listen_port": 0,
-        "sink_settings": dict(influx),  # no secrets: the agent reads them from env or files
+        # no secrets: the agent reads them from the environment or files
+        "sink_settings": dict(influx) if influx else None,
         "spool_dir": "agent-spool",
         "status_path": "agent-status.json",
+        "tap_path": TAP_FILE,
         "drain_timeout_s": AGENT_DRAIN_TIMEOUT_S,
     }
     path = workdir / "agent.json"

@@ -51,12 +51,12 @@ def render_live(view: LiveView) -> Group:
         f"elapsed {view.elapsed_s:5.0f} s   remaining {remaining:5.0f} s   "
         f"injectors running {view.injectors_running}/{view.injectors_total}"
     )
-    table = Table("region", "planned users/s", "achieved users/s", "requests", "errors", "p95 (last second)")
+    table = Table("region", "planned req/s", "achieved req/s", "requests", "errors", "p95 (worst injector)")
     for r in view.regions:
         table.add_row(
             r.name,
-            f"{r.planned_rate_per_s:,.1f}",
-            f"{r.achieved_rate_per_s:,.0f}",
+            f"{r.planned_requests_per_s:,.1f}",
+            f"{r.achieved_requests_per_s:,.0f}",
             f"{r.requests:,}",
             f"[red]{r.ko:,}[/]" if r.ko else "0",
             "-" if r.p95_ms is None else f"{r.p95_ms} ms",
@@ -69,7 +69,7 @@ def plain_line(view: LiveView) -> str:
     for r in view.regions:
         p95 = "-" if r.p95_ms is None else f"{r.p95_ms}ms"
         parts.append(
-            f"{r.name}: {r.achieved_rate_per_s:.0f}/{r.planned_rate_per_s:.0f} users/s p95={p95} errors={r.ko}"
+            f"{r.name}: {r.achieved_requests_per_s:.0f}/{r.planned_requests_per_s:.0f} req/s p95={p95} errors={r.ko}"
         )
     return "  ".join(parts)
 

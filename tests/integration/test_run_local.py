@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import java_processes, write_profile
@@ -27,13 +28,17 @@ from loadorch.target.server import TargetConfig, TargetServer
 class Recorder:
     def __init__(self) -> None:
         self.phases: list[str] = []
-        self.ticks = 0
+        self.views: list[Any] = []
+
+    @property
+    def ticks(self) -> int:
+        return len(self.views)
 
     def phase(self, name: str, detail: str = "") -> None:
         self.phases.append(name)
 
-    def tick(self, view: object) -> None:
-        self.ticks += 1
+    def tick(self, view: Any) -> None:
+        self.views.append(view)
 
 
 def test_short_run_with_two_injectors(tmp_path: Path, target: TargetServer) -> None:
@@ -50,6 +55,11 @@ def test_short_run_with_two_injectors(tmp_path: Path, target: TargetServer) -> N
     assert outcome.exit_code == ExitCode.PASSED, summary["reason"]
     assert recorder.phases[:4] == ["preflight", "build", "plan", "run"] or "build" in recorder.phases
     assert recorder.ticks >= 10
+    # the live view follows the agents' stream: achieved requests/s near the plan's 20 per region
+    mid = recorder.views[len(recorder.views) // 2]
+    assert [round(r.planned_requests_per_s) for r in mid.regions] == [20, 20]
+    assert all(15 <= r.achieved_requests_per_s <= 25 for r in mid.regions), mid
+    assert sum(r.requests for r in recorder.views[-1].regions) >= 0.8 * 600
     # two injectors, one per region label, each completed
     assert [i["id"] for i in summary["injectors"]] == ["eu-west-2-1", "us-east-1-1"]
     assert all(i["state"] == "completed" for i in summary["injectors"])
@@ -178,7 +188,7 @@ def test_invalid_profile_exits_2_with_position(tmp_path: Path) -> None:
 class Exploding(Recorder):
     """An observer that fails once the load is flowing: an unexpected exception mid-run."""
 
-    def tick(self, view: object) -> None:
+    def tick(self, view: Any) -> None:
         super().tick(view)
         if self.ticks == 4:
             raise RuntimeError("boom")
@@ -203,7 +213,7 @@ def test_dead_injector_gives_a_degraded_run_naming_it(tmp_path: Path, target: Ta
     runs = tmp_path / "runs"
 
     class Killer(Recorder):
-        def tick(self, view: object) -> None:
+        def tick(self, view: Any) -> None:
             super().tick(view)
             if self.ticks == 6:  # a few seconds into the load
                 (victim,) = [p for p in java_processes(str(runs)) if "us-east-1-1" in " ".join(p.cmdline())]
