@@ -79,7 +79,7 @@ class RunSettings:
     java: str = "java"
     html_report: str = "wait"  # wait | background | off: Gatling's merged HTML report
     tick_s: float = 1.0
-    start_lead_s: float = 3.5
+    start_lead_s: float = 3.0
     stop_grace_s: float = 10.0
     overrun_s: float = 60.0  # how long injectors may outlive the plan before they are stopped
     # keyword arguments of InfluxSettings.from_env (never secrets); None: no live metrics

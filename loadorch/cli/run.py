@@ -49,7 +49,7 @@ def run(
     ] = "wait",
     start_lead_s: Annotated[
         float, typer.Option(min=1.0, max=600.0, help="Seconds between planning and the shared start instant.")
-    ] = 3.5,
+    ] = 3.0,
     java: Annotated[str, typer.Option(help="The java executable injectors use.")] = "java",
     influx_url: Annotated[
         str | None,

@@ -26,7 +26,7 @@ class PlanOptions:
     provider: str = "local"
     regions: tuple[str, ...] = ()
     target: str | None = None
-    start_lead_s: float = 3.5
+    start_lead_s: float = 3.0
     max_injectors: int = 64
 
 
