@@ -307,12 +307,27 @@ LIVE_RUN = Dashboard(
                     RUN_SUMMARY,
                     ("requests", "ok", "ko", "error_rate", "p50", "p95", "p99", "max", "peak_rate_per_s"),
                     Aggregation.LAST,
-                    where=(RUN, Match("scope", "request", negate=True)),
+                    where=(RUN, Match("scope", "request", negate=True), Match("scope", "error", negate=True)),
                     group_by=("scope", "name"),
                 ),
             ),
             "The run as a whole (scope global) and per region, from spike's exact merged statistics.",
             column_units=_SUMMARY_UNITS,
+        ),
+        Panel(
+            12,
+            "Final errors by message",
+            "table",
+            (
+                Query(
+                    RUN_SUMMARY,
+                    ("ko",),
+                    Aggregation.LAST,
+                    where=(RUN, Match("scope", "error")),
+                    group_by=("name",),
+                ),
+            ),
+            "Every KO message and how often it happened, from the merged logs (written when the run ends).",
         ),
         Panel(
             11,

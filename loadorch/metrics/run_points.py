@@ -12,6 +12,10 @@ from loadorch.analysis.stats import REPORT_PERCENTILES, Latency, MergedStats
 from loadorch.metrics import schema
 from loadorch.plan.model import Plan
 
+# errors by message become tag values: keep their number and length bounded (series cardinality)
+MAX_ERROR_MESSAGES = 50
+MAX_MESSAGE_CHARS = 200
+
 
 def planned_rate_lines(plan: Plan) -> list[str]:
     """One point per region per second of the plan, at the shared start + t, so dashboards overlay plan and achievement."""
@@ -49,7 +53,7 @@ def event_line(run_id: str, event: str, text: str, ts_ms: int, verdict: str = ""
 
 
 def summary_lines(plan: Plan, stats: MergedStats, verdict: str, ts_ms: int) -> list[str]:
-    """The exact final statistics from the merged logs: global, per region and per request."""
+    """The exact final statistics from the merged logs: global, per region, per request, per error message."""
     scopes: list[tuple[str, str, Latency]] = [("global", "all", stats.latency)]
     scopes += [("region", name, lat) for name, lat in sorted(stats.by_region.items())]
     scopes += [("request", name, lat) for name, lat in sorted(stats.by_request.items())]
@@ -76,4 +80,13 @@ def summary_lines(plan: Plan, stats: MergedStats, verdict: str, ts_ms: int) -> l
             "name": name,
         }
         lines.append(schema.line(schema.RUN_SUMMARY, tags, fields, ts_ms))
+    for error in stats.errors[:MAX_ERROR_MESSAGES]:
+        tags = {
+            "run_id": plan.run_id,
+            "profile": plan.profile_name,
+            "verdict": verdict,
+            "scope": "error",
+            "name": error.message[:MAX_MESSAGE_CHARS],
+        }
+        lines.append(schema.line(schema.RUN_SUMMARY, tags, {"ko": error.count}, ts_ms))
     return lines

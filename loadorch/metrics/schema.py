@@ -16,8 +16,8 @@ injector_health   run_id region injector host                           cpu_pct 
 planned_rate      run_id region                                         users_per_s (one point per second of the plan)
 run_events        run_id event (start | phase | end | verdict)          text verdict
 run_summary       run_id profile verdict scope name                     requests ok ko error_rate p50 p75 p95 p99 max
-                  (scope: global | region | request;                    peak_rate_per_s
-                   name: "all", a region or a request)
+                  (scope: global | region | request | error;            peak_rate_per_s (scope error: ko only)
+                   name: "all", a region, a request or an error message)
 """
 
 from __future__ import annotations

@@ -61,9 +61,18 @@ def write_profile(
     duration_s: int = 15,
     slos: str = "",
     requests_per_user: int = 1,
+    missing_post_weight: float = 0,
 ) -> Path:
-    """A steps profile at a constant rate, with the sample target's feed and post requests."""
+    """A steps profile at a constant rate, with the sample target's feed and post requests.
+
+    `missing_post_weight` > 0 adds a request for a post that does not exist: a steady trickle of KOs.
+    """
     shutil.copyfile(REPO / "loadorch" / "profiles" / "builtin" / "posts.csv", directory / "posts.csv")
+    missing = (
+        f'    - {{name: missing_post, path: "/posts/999999", weight: {missing_post_weight}}}\n'
+        if missing_post_weight
+        else ""
+    )
     path = directory / f"{name}.yaml"
     path.write_text(
         f"""\
@@ -80,7 +89,7 @@ scenario:
   requests:
     - {{name: read_feed, path: "/feed?page=1", weight: 3}}
     - {{name: read_post, path: "/posts/{{post_id}}", weight: 1}}
-  feeders:
+{missing}  feeders:
     - {{name: posts, file: posts.csv}}
 regions:
   - {{name: eu-west-2}}

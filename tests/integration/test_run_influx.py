@@ -66,7 +66,9 @@ def run_with_influx(
 def test_every_second_of_every_injector_lands_and_counts_match_the_logs(
     tmp_path: Path, target: TargetServer, influx: LocalInflux
 ) -> None:
-    outcome = run_with_influx(tmp_path, target, influx, name="live", rate_per_s=30, duration_s=15)
+    outcome = run_with_influx(
+        tmp_path, target, influx, name="live", rate_per_s=30, duration_s=15, missing_post_weight=0.2
+    )
     summary = outcome.summary
     run_id = outcome.plan.run_id
     assert outcome.exit_code == ExitCode.PASSED, summary["reason"]
@@ -100,6 +102,8 @@ def test_every_second_of_every_injector_lands_and_counts_match_the_logs(
     assert sorted(r["count"] for r in planned) == [16, 16]
     events = [r["event"] for r in rows(influx, f"SELECT * FROM run_events WHERE run_id='{run_id}'")]
     assert events == ["start", "phase", "end", "verdict"]
+    errors = rows(influx, f"SELECT ko FROM run_summary WHERE run_id='{run_id}' AND scope='error'")
+    assert [e["ko"] for e in errors] == [e["count"] for e in summary["errors"]] and errors
     final = rows(influx, f"SELECT * FROM run_summary WHERE run_id='{run_id}' AND scope='global'")
     assert final[0]["requests"] == summary["requests"]["total"]
     assert final[0]["p95"] == summary["latency"]["all"]["p95"]
@@ -256,3 +260,39 @@ def test_run_with_grafana_adds_start_and_end_annotations(tmp_path: Path, target:
     assert all(f"run_id:{run_id}" in a["tags"] for a in annotations)
     assert "starts" in annotations[0]["text"] and "passed" in annotations[1]["text"]
     assert "editor-key-123" not in result.output
+
+
+def test_v2_write_path_end_to_end(tmp_path: Path, target: TargetServer) -> None:
+    """The same run's points through the v2 API (influxdb-client) into a real /api/v2/write server.
+
+    Debian's VictoriaMetrics implements /api/v2/write; it names series <measurement>_<field>
+    and keeps tags as labels.
+    """
+    from loadorch.metrics.testing_servers import LocalVictoriaMetrics
+
+    if shutil.which("victoria-metrics") is None:
+        pytest.fail("victoria-metrics is missing; `make test` installs it (apt-get install victoria-metrics)")
+    with LocalVictoriaMetrics(tmp_path / "vm") as vm:
+        path = write_profile(tmp_path, name="v2", rate_per_s=10, duration_s=6)
+        outcome = execute_run(
+            load_profile(path),
+            provider=LocalProvider(),
+            settings=RunSettings(
+                runs_dir=tmp_path / "runs",
+                cache_dir=build_cache_dir(),
+                html_report="off",
+                influx={"url": vm.url, "api": "v2", "org": "spike", "bucket": "spike"},
+            ),
+            target=target.url,
+        )
+        run_id = outcome.plan.run_id
+        series = vm.export(
+            f'gatling_count{{run_id="{run_id}",request="allRequests",status=~"ok|ko"}}',
+            expect_series=2,
+            timeout_s=10,
+        )
+        planned = vm.export(f'planned_rate_users_per_s{{run_id="{run_id}"}}', expect_series=2)
+    assert outcome.summary["metrics"]["dropped"] == 0
+    assert {s["metric"]["injector"] for s in series} == {"eu-west-2-1", "us-east-1-1"}
+    assert sum(sum(s["values"]) for s in series) == outcome.summary["requests"]["total"] == 60
+    assert len(planned) == 2

@@ -497,6 +497,9 @@ def _run_points(seconds: int) -> list[str]:
     ):
         tags = {"run_id": RUN_ID, "profile": "viral-x10", "verdict": "FAILED", "scope": scope, "name": name}
         lines.append(schema.line(schema.RUN_SUMMARY, tags, summary, end + 1))
+    error_tags = {"run_id": RUN_ID, "profile": "viral-x10", "verdict": "FAILED", "scope": "error"}
+    error_tags["name"] = "status.find.in(200), but actually found 503"
+    lines.append(schema.line(schema.RUN_SUMMARY, error_tags, {"ko": 120}, end + 1))
     return lines
 
 
