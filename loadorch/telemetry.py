@@ -137,6 +137,7 @@ def metrics_summary(
         **totals,
         "orchestrator_points_written": writer.written if writer else 0,
         "orchestrator_points_unsent": writer.unsent if writer else 0,
+        "orchestrator_errors": writer.errors[:5] if writer else [],
         "agents": {
             name: {k: s.get(k) for k in (*COUNTERS, "state", "last_error")}
             for name, s in agent_statuses.items()

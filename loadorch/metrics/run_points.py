@@ -57,6 +57,7 @@ def summary_lines(plan: Plan, stats: MergedStats, verdict: str, ts_ms: int) -> l
     scopes: list[tuple[str, str, Latency]] = [("global", "all", stats.latency)]
     scopes += [("region", name, lat) for name, lat in sorted(stats.by_region.items())]
     scopes += [("request", name, lat) for name, lat in sorted(stats.by_request.items())]
+    base = {"run_id": plan.run_id, "profile": plan.profile_name, "verdict": verdict}
     lines = []
     for scope, name, lat in scopes:
         everything = lat.all
@@ -72,21 +73,8 @@ def summary_lines(plan: Plan, stats: MergedStats, verdict: str, ts_ms: int) -> l
                 fields[f"p{int(q)}"] = value
         if everything.max is not None:
             fields["max"] = everything.max
-        tags = {
-            "run_id": plan.run_id,
-            "profile": plan.profile_name,
-            "verdict": verdict,
-            "scope": scope,
-            "name": name,
-        }
-        lines.append(schema.line(schema.RUN_SUMMARY, tags, fields, ts_ms))
+        lines.append(schema.line(schema.RUN_SUMMARY, {**base, "scope": scope, "name": name}, fields, ts_ms))
     for error in stats.errors[:MAX_ERROR_MESSAGES]:
-        tags = {
-            "run_id": plan.run_id,
-            "profile": plan.profile_name,
-            "verdict": verdict,
-            "scope": "error",
-            "name": error.message[:MAX_MESSAGE_CHARS],
-        }
+        tags = {**base, "scope": "error", "name": error.message[:MAX_MESSAGE_CHARS]}
         lines.append(schema.line(schema.RUN_SUMMARY, tags, {"ko": error.count}, ts_ms))
     return lines
