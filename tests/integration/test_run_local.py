@@ -56,9 +56,13 @@ def test_short_run_with_two_injectors(tmp_path: Path, target: TargetServer) -> N
     assert recorder.phases[:4] == ["preflight", "build", "plan", "run"] or "build" in recorder.phases
     assert recorder.ticks >= 10
     # the live view follows the agents' stream: achieved requests/s near the plan's 20 per region
-    mid = recorder.views[len(recorder.views) // 2]
-    assert [round(r.planned_requests_per_s) for r in mid.regions] == [20, 20]
-    assert all(15 <= r.achieved_requests_per_s <= 25 for r in mid.regions), mid
+    middle = [v for v in recorder.views if 4 <= v.elapsed_s <= 14]
+    assert len(middle) >= 6
+    assert all([round(r.planned_requests_per_s) for r in v.regions] == [20, 20] for v in middle)
+    for region in range(2):
+        # a delayed Gatling flush can put two seconds into one: judge the median second
+        achieved = sorted(v.regions[region].achieved_requests_per_s for v in middle)
+        assert 15 <= achieved[len(achieved) // 2] <= 25, achieved
     assert sum(r.requests for r in recorder.views[-1].regions) >= 0.8 * 600
     # two injectors, one per region label, each completed
     assert [i["id"] for i in summary["injectors"]] == ["eu-west-2-1", "us-east-1-1"]
