@@ -45,6 +45,7 @@ def terraform_aws_provider_mirrors() -> list[str]:
         str(Path.home() / ".terraform.d/plugins"),
         str(Path.home() / ".local/share/terraform/plugins"),
         "/opt/terraform/plugins",
+        "/opt/tf-plugins",
     ]
     found = []
     for base in patterns:
