@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlencode
 
 import psutil
@@ -444,7 +444,35 @@ def stack_down(root: Path | None = None, *, grace_s: float = 10.0) -> StackStatu
 # ---------------------------------------------------------------- throwaway server for tests
 
 
-class LocalInflux:
+class ThrowawayServer:
+    """A server process a test starts and must stop: `with Server(...) as server:` stops it on any exit."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            self.process = None
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class LocalInflux(ThrowawayServer):
     """A throwaway influxd under `root` on loopback; port 0 picks free ports.
 
     with LocalInflux(tmp_path) as influx:
@@ -511,22 +539,3 @@ class LocalInflux:
         self, query: str, *, db: str | None = None, username: str | None = None, password: str | None = None
     ) -> dict[str, Any]:
         return influx_query(self.url, query, db=db, username=username, password=password)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process.pid)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
-            self.process = None
-
-    def __enter__(self) -> LocalInflux:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -9,13 +9,11 @@ influxdb-client sends it, and stores each field as a series named
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import urllib3
@@ -24,16 +22,16 @@ from loadorch.errors import InfrastructureError, PreflightError
 from loadorch.metrics.stack import (
     LOOPBACK,
     LocalInflux,
+    ThrowawayServer,
     die_with_parent,
     free_port,
-    stop_process,
     wait_until_ready,
 )
 
 __all__ = ["LocalInflux", "LocalVictoriaMetrics"]
 
 
-class LocalVictoriaMetrics:
+class LocalVictoriaMetrics(ThrowawayServer):
     """A throwaway `victoria-metrics` under `root` on 127.0.0.1; port 0 picks a free port.
 
     `basic_auth=(user, password)` turns on its -httpAuth.* so tests can see a real 401.
@@ -141,22 +139,3 @@ class LocalVictoriaMetrics:
             if len(rows) >= expect_series or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process.pid)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
-            self.process = None
-
-    def __enter__(self) -> LocalVictoriaMetrics:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
