@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from typer.testing import CliRunner, Result
 
 from loadorch.target.server import TargetConfig, TargetServer
 
@@ -51,6 +52,16 @@ def java_processes(marker: str) -> list[psutil.Process]:
         if "java" in (proc.info["name"] or "") and marker in cmdline:
             found.append(proc)
     return found
+
+
+def spike_run(
+    profile: Path | str, runs_dir: Path | str, *args: str, env: dict[str, str] | None = None
+) -> Result:
+    """`spike run --profile P --runs-dir D ARGS...` in process, as a user would type it."""
+    from loadorch.cli.main import app
+
+    argv = ["run", "--profile", str(profile), "--runs-dir", str(runs_dir), *args]
+    return CliRunner().invoke(app, argv, env=env)
 
 
 def write_profile(

@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import java_processes, write_profile
-from typer.testing import CliRunner
+from conftest import java_processes, spike_run, write_profile
 
-from loadorch.cli.main import app
 from loadorch.dashboards.build import LIVE_RUN, RUNS, dashboard_json, panel_queries
 from loadorch.errors import ExitCode
 from loadorch.metrics.stack import LocalInflux
@@ -171,19 +169,8 @@ def test_influx_outage_mid_run_loses_nothing(
 
 def test_unreachable_influx_stops_before_any_injector(tmp_path: Path, target: TargetServer) -> None:
     profile = write_profile(tmp_path)
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            "--profile",
-            str(profile),
-            "--target",
-            target.url,
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--influx-url",
-            "http://127.0.0.1:1",
-        ],
+    result = spike_run(
+        profile, tmp_path / "runs", "--target", target.url, "--influx-url", "http://127.0.0.1:1"
     )
     assert result.exit_code == 2, result.output
     assert "InfluxDB is unreachable" in result.output and "spike stack up" in result.output
@@ -198,21 +185,15 @@ def test_wrong_password_stops_before_any_injector_and_is_not_printed(
         secured.query("CREATE USER admin WITH PASSWORD 'right-one' WITH ALL PRIVILEGES")
         secured.query('CREATE DATABASE "spike"', username="admin", password="right-one")
         profile = write_profile(tmp_path)
-        result = CliRunner().invoke(
-            app,
-            [
-                "run",
-                "--profile",
-                str(profile),
-                "--target",
-                target.url,
-                "--runs-dir",
-                str(tmp_path / "runs"),
-                "--influx-url",
-                secured.url,
-                "--influx-user",
-                "admin",
-            ],
+        result = spike_run(
+            profile,
+            tmp_path / "runs",
+            "--target",
+            target.url,
+            "--influx-url",
+            secured.url,
+            "--influx-user",
+            "admin",
             env={"SPIKE_INFLUX_PASSWORD": "wrong-secret-42"},
         )
     finally:
@@ -236,21 +217,15 @@ def test_run_with_grafana_adds_start_and_end_annotations(tmp_path: Path, target:
 
     profile = write_profile(tmp_path, name="annotated", rate_per_s=10, duration_s=3)
     with FakeGrafana({"editor-key-123": "Editor"}) as grafana:
-        result = CliRunner().invoke(
-            app,
-            [
-                "run",
-                "--profile",
-                str(profile),
-                "--target",
-                target.url,
-                "--runs-dir",
-                str(tmp_path / "runs"),
-                "--html-report",
-                "off",
-                "--grafana-url",
-                grafana.url,
-            ],
+        result = spike_run(
+            profile,
+            tmp_path / "runs",
+            "--target",
+            target.url,
+            "--html-report",
+            "off",
+            "--grafana-url",
+            grafana.url,
             env={"SPIKE_GRAFANA_KEY": "editor-key-123"},
         )
         annotations = list(grafana.state.annotations)

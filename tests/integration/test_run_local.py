@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import java_processes, write_profile
+from conftest import java_processes, spike_run, write_profile
 from report_compare import compare, gatling_requests
-from typer.testing import CliRunner
 
-from loadorch.cli.main import app
 from loadorch.errors import ExitCode
 from loadorch.orchestrator import RunSettings, execute_run
 from loadorch.paths import build_cache_dir
@@ -106,20 +104,7 @@ def test_failing_slo_exits_1(tmp_path: Path) -> None:
             duration_s=5,
             slos="slos:\n  latency:\n    - {percentile: 95, max_ms: 5}\n",
         )
-        result = CliRunner().invoke(
-            app,
-            [
-                "run",
-                "--profile",
-                str(profile),
-                "--target",
-                slow.url,
-                "--runs-dir",
-                str(tmp_path / "runs"),
-                "--html-report",
-                "off",
-            ],
-        )
+        result = spike_run(profile, tmp_path / "runs", "--target", slow.url, "--html-report", "off")
     finally:
         slow.stop()
     assert result.exit_code == 1, result.output
@@ -172,9 +157,7 @@ def test_interrupt_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer, 
 )
 def test_preflight_refusals_exit_2_and_create_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     profile = write_profile(tmp_path)
-    result = CliRunner().invoke(
-        app, ["run", "--profile", str(profile), "--runs-dir", str(tmp_path / "runs"), *args]
-    )
+    result = spike_run(profile, tmp_path / "runs", *args)
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "runs").exists()
@@ -183,7 +166,7 @@ def test_preflight_refusals_exit_2_and_create_nothing(tmp_path: Path, args: list
 def test_invalid_profile_exits_2_with_position(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nbaseline_rate_per_s: fast\n")
-    result = CliRunner().invoke(app, ["run", "--profile", str(bad), "--runs-dir", str(tmp_path / "runs")])
+    result = spike_run(bad, tmp_path / "runs")
     assert result.exit_code == 2
     assert f"{bad}:2:22" in result.output
     assert not (tmp_path / "runs").exists()
@@ -247,20 +230,7 @@ def test_relative_runs_dir_is_resolved(
 ) -> None:
     profile = write_profile(tmp_path, name="rel", rate_per_s=10, duration_s=3)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            "--profile",
-            str(profile),
-            "--target",
-            target.url,
-            "--runs-dir",
-            "runs",
-            "--html-report",
-            "off",
-        ],
-    )
+    result = spike_run(profile, "runs", "--target", target.url, "--html-report", "off")
     assert result.exit_code == 0, result.output
     summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
     assert summary["requests"]["total"] == 30
