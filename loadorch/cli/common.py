@@ -12,8 +12,10 @@ from rich.console import Console
 
 from loadorch.errors import ExitCode, SpikeError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a long line (a path, a file:line:column error) is never broken in two,
+# so output stays greppable when it goes to a file or a CI log.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
