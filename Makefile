@@ -28,6 +28,11 @@ system-deps:
 	   if [ -f /var/run/influxdb/influxd.pid ] && kill -0 "$$(cat /var/run/influxdb/influxd.pid)" 2>/dev/null; then \
 	     kill "$$(cat /var/run/influxdb/influxd.pid)" || true; \
 	   fi)
+	@# sshd runs the loopback SSH test hosts (127.0.0.2, ...) of the static-provider tests; the
+	@# packaged service is stopped again: spike's tests start their own unprivileged-port instances.
+	@test -x /usr/sbin/sshd || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client && \
+	   (systemctl disable --now ssh >/dev/null 2>&1 || service ssh stop >/dev/null 2>&1 || true))
 
 python-deps: $(STAMP)
 

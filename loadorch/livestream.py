@@ -53,6 +53,7 @@ class LiveStream:
     seconds: dict[tuple[str, int], RegionSecond] = field(default_factory=lambda: defaultdict(RegionSecond))
     requests: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     ko: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _newest: dict[str, int] = field(default_factory=dict)
 
     def add_tap(self, path: Path, region: str) -> None:
         self.taps.append(TapFile(path, region))
@@ -65,6 +66,16 @@ class LiveStream:
     def region_second(self, region: str, second: int) -> RegionSecond | None:
         return self.seconds.get((region, second))
 
+    def settled_second(self, region: str) -> int | None:
+        """The newest second of `region` that no injector will still add to.
+
+        The newest second seen may be partial (another injector's flush or the agent's next write
+        is still on its way), so it is the one before it. This does not depend on where the shared
+        start falls within a wall-clock second, or on when the caller looks.
+        """
+        newest = self._newest.get(region)
+        return newest - 1 if newest is not None and newest >= 1 else None
+
     def _add(self, region: str, text: str) -> None:
         point = parse_point(text)
         if point is None:
@@ -74,7 +85,9 @@ class LiveStream:
             return
         second = max(0, (ts_ms - self.start_at_ms) // 1000)
         # Gatling flushes each second's stats at the end of it: they belong to the second before
-        row = self.seconds[(region, max(0, second - 1))]
+        key = max(0, second - 1)
+        row = self.seconds[(region, key)]
+        self._newest[region] = max(key, self._newest.get(region, key))
         count = fields.get("count", 0.0)
         if tags.get("status") == "all":
             row.requests += count

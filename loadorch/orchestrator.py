@@ -15,10 +15,11 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from loadorch.agent.bundle import build_agent_zipapp
 from loadorch.agent.graphite import gatling_graphite_properties
 from loadorch.analysis.simlog import LogAccumulator, merge
 from loadorch.analysis.stats import MergedStats
@@ -35,11 +36,12 @@ from loadorch.plan.shapes import phases
 from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
 from loadorch.profiles.loader import LoadedProfile
 from loadorch.profiles.model import Slos
-from loadorch.providers.base import InjectorHandle, Provider
+from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, Provider
 from loadorch.telemetry import (
     AGENT_DRAIN_TIMEOUT_S,
     TAP_FILE,
     RunWriter,
+    TapForwarder,
     agent_command,
     metrics_summary,
     preflight_sink,
@@ -87,6 +89,9 @@ class RunSettings:
     agent_start_s: float = 1.0  # extra lead: the agents must listen before the JVMs start (~0.6 s)
     grafana_url: str | None = None  # annotate the run's start and end there
     grafana_key: GrafanaKey | None = None
+    max_clock_offset_ms: float = 250.0  # refuse injectors whose clock is further off than this
+    compensate_clock: bool = True  # each injector waits for the shared instant on its own clock
+    forward_drain_s: float = 30.0  # how long the last forwarded points may take to reach InfluxDB
 
 
 @dataclass(frozen=True)
@@ -190,48 +195,81 @@ def execute_run(
     shutil.copyfile(compiled.source_path, run_dir / "Simulation.scala")
     observer.phase("plan", f"run {plan.run_id}: {len(plan.injectors)} injector(s), {plan.duration_s:.0f} s")
 
-    feeders = {f.name: f.file for f in profile.scenario.feeders}
+    artifacts = Artifacts(
+        simulation_key=compiled.key,
+        classes_dir=compiled.classes_dir,
+        jars=tuple(Path(jar) for jar in compiled.dependency_jars),
+        feeders={f.name: Path(f.file) for f in profile.scenario.feeders},
+        agent_zipapp=build_agent_zipapp(settings.cache_dir),
+        java=settings.java,
+    )
     runs: list[InjectorRun] = []
     agents: dict[str, tuple[InjectorHandle, Path]] = {}
     writer = RunWriter(sink, run_dir) if sink else None
+    forwarder: TapForwarder | None = None
+    clock: ClockCheck | None = None
     interrupted = False
     failure: str | None = None
     try:
         provider.provision(plan, run_dir)
+        sites = provider.deploy(plan, artifacts, run_dir)
+        observer.phase("deploy", f"simulation {compiled.key} and the agent are on every injector")
+        clock = provider.clock_check()
+        _check_clock(clock, settings, observer)
+        graphite = _start_agents(plan, provider, run_dir, settings, sites, agents)
+        if settings.influx and not all(site.agent_writes_sink for site in sites.values()):
+            forwarder = TapForwarder(
+                preflight_sink(settings.influx),
+                run_dir,
+                [run_dir / "injectors" / i.id / TAP_FILE for i in plan.injectors],
+            ).start()
+        # The shared start instant is fixed now that the fleet is ready: provisioning and deploying
+        # take as long as they take, the injectors get the same lead every time.
+        lead_s = settings.start_lead_s + provider.extra_lead_s
+        plan = replace(plan, start_at_ms=clock_ms() + round(lead_s * 1000))
+        _write_json(run_dir / "plan.json", plan.to_dict())
         if writer is not None:
             writer.write(start_lines(plan, phases(profile)))
         _annotate(
             settings, plan, plan.start_at_ms, f"spike run {plan.run_id} starts ({plan.profile_name})", "start"
         )
-        graphite = _start_agents(plan, provider, run_dir, settings, agents)
         stream = LiveStream(plan.start_at_ms)
         for injector in plan.injectors:
             stream.add_tap(run_dir / "injectors" / injector.id / TAP_FILE, injector.region)
         for injector in plan.injectors:
-            workdir = run_dir / "injectors" / injector.id
+            site = sites[injector.id]
+            # the injector waits for the shared instant on its own clock: compensate its offset
+            offset_ms = round(clock.offsets_ms.get(injector.id, 0.0)) if settings.compensate_clock else 0
             command = injector_command(
                 compiled,
                 plan,
                 injector,
-                results_dir=workdir / "results",
-                feeders=feeders,
+                results_dir=f"{site.workdir}/results",
+                feeders=site.feeders,
                 heap_mb=profile.injector.heap_mb,
-                java=settings.java,
+                java=site.java,
                 extra_properties={**LIVE_GATLING_PROPERTIES, **graphite.get(injector.id, {})},
+                classpath=site.classpath,
+                start_at_ms=plan.start_at_ms + offset_ms,
             )
-            handle = provider.launch(injector, command, workdir)
+            handle = provider.launch(injector, command, run_dir / "injectors" / injector.id)
             runs.append(
-                InjectorRun(injector, handle, LogAccumulator(injector.id, injector.region, plan.start_at_ms))
+                InjectorRun(
+                    injector,
+                    handle,
+                    LogAccumulator(injector.id, injector.region, plan.start_at_ms + offset_ms),
+                )
             )
         observer.phase("run", f"{len(runs)} injector(s) started; load begins at the shared start instant")
         try:
-            _monitor(plan, runs, stream, settings, observer, clock_ms)
+            _monitor(plan, runs, stream, provider, settings, observer, clock_ms)
         except KeyboardInterrupt:
             interrupted = True
             observer.phase("interrupted", "stopping the load; collecting what exists (Ctrl-C again to abort)")
             for run in runs:
                 run.stopped_by_spike = True
                 run.handle.stop(settings.stop_grace_s)
+        provider.sync()
         for run in runs:
             provider.collect(run.handle)
             run.exit_code = run.handle.poll()
@@ -241,11 +279,14 @@ def execute_run(
             observer.phase("drain", "the metrics agents are delivering their last points")
             for handle, _ in agents.values():
                 handle.stop(AGENT_DRAIN_TIMEOUT_S)  # SIGTERM: drain to InfluxDB (or the spool), then exit
+            provider.sync()  # the agents' final status and last tap lines
     except InjectorError as exc:
         failure = exc.render()
     finally:
+        if forwarder is not None:
+            forwarder.stop(settings.forward_drain_s)
         provider.teardown()
-        observer.phase("teardown", "every injector stopped")
+        observer.phase("teardown", provider.teardown_summary())
     agent_statuses = {name: read_status(workdir) for name, (_, workdir) in agents.items()}
 
     try:
@@ -261,6 +302,8 @@ def execute_run(
             failure=failure,
             writer=writer,
             agent_statuses=agent_statuses,
+            forwarder=forwarder,
+            clock=clock,
         )
     finally:
         if writer is not None:
@@ -272,32 +315,56 @@ def _start_agents(
     provider: Provider,
     run_dir: Path,
     settings: RunSettings,
+    sites: Mapping[str, InjectorSite],
     agents: dict[str, tuple[InjectorHandle, Path]],
 ) -> dict[str, dict[str, str]]:
     """Start every injector's metrics agent, then wait until each listens; returns Gatling's -D properties."""
     for injector in plan.injectors:
+        site = sites[injector.id]
         workdir = run_dir / "injectors" / injector.id
-        config = write_agent_config(workdir, plan.run_id, injector, settings.influx)
-        agents[injector.id] = (
-            provider.launch(injector, agent_command(config), workdir, log_name="agent.log"),
-            workdir,
-        )
+        influx = settings.influx if site.agent_writes_sink else None
+        config = write_agent_config(workdir, plan.run_id, injector, influx)
+        provider.put(injector, config)
+        command = agent_command(f"{site.workdir}/{config.name}", site.agent)
+        agents[injector.id] = (provider.launch(injector, command, workdir, log_name="agent.log"), workdir)
     return {
-        injector_id: gatling_graphite_properties(wait_until_listening(workdir, injector_id, handle.poll))
+        injector_id: gatling_graphite_properties(
+            wait_until_listening(workdir, injector_id, handle.poll, provider.sync)
+        )
         for injector_id, (handle, workdir) in agents.items()
     }
+
+
+def _check_clock(clock: ClockCheck, settings: RunSettings, observer: RunObserver) -> None:
+    """Refuse a fleet whose clocks disagree beyond `max_clock_offset_ms`; say what was measured."""
+    if not clock.offsets_ms:
+        return
+    worst_id, worst = max(clock.offsets_ms.items(), key=lambda item: abs(item[1]))
+    if abs(worst) > settings.max_clock_offset_ms:
+        raise InjectorError(
+            f"clock offset {worst:+.0f} ms against this machine exceeds {settings.max_clock_offset_ms:.0f} ms",
+            where=worst_id,
+            fix="enable time sync on the injector (chrony/systemd-timesyncd), or raise --max-clock-offset-ms",
+        )
+    note = "compensated" if settings.compensate_clock else "not compensated"
+    observer.phase(
+        "clock",
+        f"injector clock skew {clock.skew_ms:.1f} ms, worst offset {worst:+.1f} ms ({worst_id}); {note}",
+    )
 
 
 def _monitor(
     plan: Plan,
     runs: list[InjectorRun],
     stream: LiveStream,
+    provider: Provider,
     settings: RunSettings,
     observer: RunObserver,
     clock_ms: Callable[[], int],
 ) -> None:
     deadline_ms = plan.start_at_ms + (plan.duration_s + settings.overrun_s) * 1000
     while True:
+        provider.sync()
         for run in runs:
             _read_new(run)
         running = [r for r in runs if r.handle.poll() is None]
@@ -344,11 +411,13 @@ def _live_view(plan: Plan, stream: LiveStream, now_ms: int, running: int, total:
     """What the terminal shows, from the agents' stream (the one InfluxDB receives)."""
     elapsed_s = max(0.0, (now_ms - plan.start_at_ms) / 1000)
     stream.poll()
-    second = int(elapsed_s) - 2  # Gatling reports a second when it ends; the agent adds up to a second
     rows = []
     for region in plan.regions:
-        now = stream.region_second(region.name, second)
-        planned_users = region.curve.users_between(second, second + 1) if second >= 0 else 0.0
+        # Gatling reports a second when it ends and the agent adds up to a second: the row shows
+        # the newest settled second, planned and achieved for that same second
+        second = stream.settled_second(region.name)
+        now = stream.region_second(region.name, second) if second is not None else None
+        planned_users = region.curve.users_between(second, second + 1) if second is not None else 0.0
         rows.append(
             RegionLive(
                 name=region.name,
@@ -375,6 +444,8 @@ def _conclude(
     failure: str | None,
     writer: RunWriter | None = None,
     agent_statuses: Mapping[str, Mapping[str, Any]] | None = None,
+    forwarder: TapForwarder | None = None,
+    clock: ClockCheck | None = None,
 ) -> RunOutcome:
     collected_at = time.monotonic()
     observer.phase("collect", "merging every injector's results")
@@ -435,7 +506,9 @@ def _conclude(
     if settings.grafana_url:
         summary["grafana_annotations"] = "failed: " + annotation_error if annotation_error else "added"
     if agent_statuses:
-        summary["metrics"] = metrics_summary(agent_statuses, writer)
+        summary["metrics"] = metrics_summary(agent_statuses, writer, forwarder)
+    if clock is not None and clock.offsets_ms:
+        summary["clock"] = {**clock.to_dict(), "compensated": settings.compensate_clock}
     _write_json(run_dir / "summary.json", summary)  # the verdict is on disk before the HTML report
     if report_proc is not None and settings.html_report == "wait":
         observer.phase("report", "Gatling is writing the merged HTML report")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loadorch.errors import InjectorError, PreflightError
+from loadorch.livestream import TapFile
 from loadorch.metrics.influx import InfluxSettings, make_sink
 from loadorch.metrics.sink import Sink, SinkRejected, SinkUnavailable
 from loadorch.plan.model import InjectorPlan
@@ -44,9 +47,10 @@ def preflight_sink(influx: Mapping[str, Any]) -> Sink:
     return sink
 
 
-def agent_command(config_path: Path) -> Command:
-    """The agent runs as `python -m loadorch agent` with the same interpreter as spike."""
-    return Command((sys.executable, "-m", "loadorch", "agent", "--config", str(config_path)))
+def agent_command(config_path: Path | str, agent: tuple[str, ...] = ()) -> Command:
+    """The agent: `agent` is the injector's way to run it (default: `python -m loadorch agent` here)."""
+    prefix = agent or (sys.executable, "-m", "loadorch", "agent")
+    return Command((*prefix, "--config", str(config_path)))
 
 
 TAP_FILE = "agent-tap.lp"
@@ -81,10 +85,15 @@ def read_status(workdir: Path) -> dict[str, Any]:
         return {}
 
 
-def wait_until_listening(workdir: Path, injector_id: str, alive: Any) -> int:
-    """The agent's port, once it listens (Gatling gives up on a Graphite server that is not there)."""
+def wait_until_listening(workdir: Path, injector_id: str, alive: Any, refresh: Any = None) -> int:
+    """The agent's port, once it listens (Gatling gives up on a Graphite server that is not there).
+
+    `refresh()`, when given, brings a remote injector's status file into `workdir` first.
+    """
     deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
     while time.monotonic() < deadline:
+        if refresh is not None:
+            refresh()
         status = read_status(workdir)
         if status.get("state") == "failed":
             raise InjectorError(f"the metrics agent failed: {status.get('error')}", where=injector_id)
@@ -127,12 +136,112 @@ class RunWriter:
         self.sink.close()
 
 
+class TapForwarder:
+    """Sends remote agents' points to InfluxDB from this machine.
+
+    A remote injector's agent only appends its points to its tap file, which spike mirrors into
+    the run directory every second. This thread tails those mirrors and writes the new lines in
+    order; while InfluxDB is away they wait in memory (up to `max_pending` lines, beyond that on
+    disk) and are retried; whatever is still unsent at the end goes to `unsent-points.lp`.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        run_dir: Path,
+        taps: list[Path],
+        *,
+        interval_s: float = 1.0,
+        batch_lines: int = 5000,
+        max_pending: int = 2_000_000,
+    ) -> None:
+        self.sink = sink
+        self.run_dir = run_dir
+        self.taps = [TapFile(path, "") for path in taps]
+        self.interval_s = interval_s
+        self.batch_lines = batch_lines
+        self.max_pending = max_pending
+        self.pending: deque[str] = deque()
+        self.written = 0
+        self.unsent = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="spike-tap-forwarder", daemon=True)
+
+    def start(self) -> TapForwarder:
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        for tap in self.taps:
+            self.pending.extend(tap.read_lines())
+        overflow = len(self.pending) - self.max_pending
+        if overflow > 0:
+            self._keep_on_disk([self.pending.popleft() for _ in range(overflow)])
+
+    def _flush(self) -> bool:
+        """Write everything pending; False when InfluxDB refused or was away."""
+        while self.pending:
+            batch = [self.pending[i] for i in range(min(self.batch_lines, len(self.pending)))]
+            try:
+                self.sink.write(batch)
+            except (SinkUnavailable, SinkRejected) as exc:
+                self.failures += 1
+                self.last_error = exc.message
+                return False
+            for _ in batch:
+                self.pending.popleft()
+            self.written += len(batch)
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._read()
+            self._flush()
+
+    def _keep_on_disk(self, lines: list[str]) -> None:
+        if lines:
+            with (self.run_dir / "unsent-points.lp").open("a") as handle:
+                handle.write("\n".join(lines) + "\n")
+            self.unsent += len(lines)
+
+    def stop(self, timeout_s: float) -> None:
+        """Forward the last lines (retrying until `timeout_s`), then keep the rest on disk."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        self._read()
+        while not self._flush() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        self._keep_on_disk(list(self.pending))
+        self.pending.clear()
+        self.sink.close()
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "points_written": self.written,
+            "unsent": self.unsent,
+            "write_failures": self.failures,
+            "last_error": self.last_error,
+        }
+
+
 def metrics_summary(
-    agent_statuses: Mapping[str, Mapping[str, Any]], writer: RunWriter | None
+    agent_statuses: Mapping[str, Mapping[str, Any]],
+    writer: RunWriter | None,
+    forwarder: TapForwarder | None = None,
 ) -> dict[str, Any]:
-    """Points written, spooled and dropped: every agent's and the orchestrator's."""
-    totals = {name: sum(int(s.get(name, 0) or 0) for s in agent_statuses.values()) for name in COUNTERS}
+    """Points written, spooled and dropped: every agent's, spike's forwarding and the orchestrator's."""
+    totals: dict[str, Any] = {
+        name: sum(int(s.get(name, 0) or 0) for s in agent_statuses.values()) for name in COUNTERS
+    }
     totals["left_in_spool"] = sum(int(s.get("spool_pending_points", 0) or 0) for s in agent_statuses.values())
+    if forwarder is not None:
+        # remote agents do not write themselves: spike forwards their points
+        totals["points_written"] += forwarder.written
+        totals["forwarded"] = forwarder.counters()
     return {
         **totals,
         "orchestrator_points_written": writer.written if writer else 0,

@@ -811,3 +811,15 @@ def run_agent(config_path: Path | str) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python3 spike-agent.pyz --config FILE` on a remote injector (no typer, no third-party imports)."""
+    if len(argv) != 2 or argv[0] not in ("--config", "-c"):
+        print("usage: spike-agent --config FILE", flush=True)
+        return 2
+    try:
+        return run_agent(argv[1])
+    except SpikeError as exc:
+        print(exc.render(), flush=True)
+        return 1

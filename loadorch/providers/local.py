@@ -12,13 +12,14 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from loadorch.errors import InjectorError
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command
-from loadorch.providers.base import InjectorHandle
+from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite
 
 _PR_SET_PDEATHSIG = 1
 
@@ -66,6 +67,7 @@ class LocalProvider:
     """Injectors as local processes (the default; needs only Java)."""
 
     name = "local"
+    extra_lead_s = 0.0
 
     def __init__(self) -> None:
         self.handles: list[LocalInjector] = []
@@ -73,6 +75,31 @@ class LocalProvider:
     def provision(self, plan: Plan, run_dir: Path) -> None:
         # Nothing to create: this machine is the fleet.
         return None
+
+    def deploy(self, plan: Plan, artifacts: Artifacts, run_dir: Path) -> dict[str, InjectorSite]:
+        # Nothing to copy: every injector uses the build cache and the feeders where they are.
+        feeders = {name: str(path) for name, path in artifacts.feeders.items()}
+        return {
+            injector.id: InjectorSite(
+                workdir=str(run_dir / "injectors" / injector.id),
+                classpath=artifacts.classpath,
+                feeders=feeders,
+                java=artifacts.java,
+                agent=(sys.executable, "-m", "loadorch", "agent"),
+                agent_writes_sink=True,
+            )
+            for injector in plan.injectors
+        }
+
+    def clock_check(self) -> ClockCheck:
+        # One clock: every injector reads this machine's.
+        return ClockCheck()
+
+    def put(self, injector: InjectorPlan, local: Path) -> None:
+        return None  # the injector's working directory is its local folder
+
+    def sync(self) -> None:
+        return None  # every file is written here already
 
     def launch(
         self, injector: InjectorPlan, command: Command, workdir: Path, *, log_name: str = "console.log"
@@ -113,3 +140,6 @@ class LocalProvider:
         for handle in self.handles:
             with contextlib.suppress(Exception):
                 handle.stop(max(0.1, deadline - time.monotonic()))
+
+    def teardown_summary(self) -> str:
+        return "every injector stopped"

@@ -35,19 +35,26 @@ def injector_command(
     plan: Plan,
     injector: InjectorPlan,
     *,
-    results_dir: Path,
+    results_dir: Path | str,
     feeders: Mapping[str, str],
     heap_mb: int = 512,
     java: str = "java",
     extra_properties: Mapping[str, str] | None = None,
+    classpath: str | None = None,
+    start_at_ms: int | None = None,
 ) -> Command:
-    """One injector's Gatling run: its shard of the curve, the shared start, no HTML report."""
+    """One injector's Gatling run: its shard of the curve, the shared start, no HTML report.
+
+    `classpath` and `results_dir` are paths on the injector (default: this machine's build cache).
+    `start_at_ms` is the shared start instant read on the injector's own clock (default: the plan's),
+    so a measured clock offset can be compensated.
+    """
     properties = {
         **SAFE_GATLING_PROPERTIES,
         **(extra_properties or {}),
         "spike.baseUrl": plan.base_url,
         "spike.injector": injector.id,
-        "spike.startAtMs": str(plan.start_at_ms),
+        "spike.startAtMs": str(plan.start_at_ms if start_at_ms is None else start_at_ms),
         "spike.curve": injector.curve.encode(),
         **{f"spike.feeder.{name}": path for name, path in sorted(feeders.items())},
     }
@@ -58,7 +65,7 @@ def injector_command(
         f"-Xmx{heap_mb}m",
         *JVM_OPTIONS,
         "-cp",
-        compiled.classpath(),
+        compiled.classpath() if classpath is None else classpath,
         *(f"-D{k}={v}" for k, v in properties.items()),
         GATLING_MAIN,
         "-s",

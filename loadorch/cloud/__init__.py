@@ -1,0 +1,1 @@
+"""AWS housekeeping shared by the `aws` provider and `spike reap`: tags, leftovers, prices."""
