@@ -1,4 +1,4 @@
-"""A throwaway moto server (EC2, SSM, STS, pricing emulated) on a free loopback port.
+"""A throwaway moto server (EC2, SSM and STS emulated; moto has no Pricing API) on a free loopback port.
 
 with MotoServer(tmp_path) as moto:
     moto.endpoint          # http://127.0.0.1:PORT
