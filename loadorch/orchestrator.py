@@ -8,16 +8,18 @@ collected and judged first. It never prints; it reports to a `RunObserver`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from loadorch.agent.bundle import build_agent_zipapp
 from loadorch.agent.graphite import gatling_graphite_properties
@@ -36,7 +38,14 @@ from loadorch.plan.shapes import phases
 from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
 from loadorch.profiles.loader import LoadedProfile
 from loadorch.profiles.model import Slos
-from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, Provider
+from loadorch.providers.base import (
+    Artifacts,
+    ClockCheck,
+    InjectorHandle,
+    InjectorSite,
+    Provider,
+    TeardownReport,
+)
 from loadorch.telemetry import (
     AGENT_DRAIN_TIMEOUT_S,
     TAP_FILE,
@@ -51,9 +60,12 @@ from loadorch.telemetry import (
 )
 from loadorch.verdict import judge
 
+T = TypeVar("T")
+
 # Gatling buffers simulation.log writes; a small buffer keeps the live view fresh.
 LIVE_GATLING_PROPERTIES = {"gatling.data.file.bufferSize": "512"}
 ASSERTIONS_FAILED = 2  # Gatling's exit status when its own assertions fail
+GO_FILE = "go"  # holds the shared start instant, on the injector's clock
 
 
 class RunObserver(Protocol):
@@ -81,12 +93,12 @@ class RunSettings:
     java: str = "java"
     html_report: str = "wait"  # wait | background | off: Gatling's merged HTML report
     tick_s: float = 1.0
-    start_lead_s: float = 3.0
+    start_lead_s: float = 1.0  # from the go signal (every injector ready) to the shared start instant
+    ready_timeout_s: float = 180.0  # how long injectors may take to boot before the go is given anyway
     stop_grace_s: float = 10.0
     overrun_s: float = 60.0  # how long injectors may outlive the plan before they are stopped
     # keyword arguments of InfluxSettings.from_env (never secrets); None: no live metrics
     influx: Mapping[str, Any] | None = None
-    agent_start_s: float = 1.0  # extra lead: the agents must listen before the JVMs start (~0.6 s)
     grafana_url: str | None = None  # annotate the run's start and end there
     grafana_key: GrafanaKey | None = None
     max_clock_offset_ms: float = 250.0  # refuse injectors whose clock is further off than this
@@ -184,7 +196,7 @@ def execute_run(
             provider=provider.name,
             regions=regions,
             target=target,
-            start_lead_s=settings.start_lead_s + settings.agent_start_s,
+            start_lead_s=settings.start_lead_s,  # provisional: fixed again at the go signal
         ),
     )
     # absolute: injectors run in their own working directories
@@ -223,10 +235,48 @@ def execute_run(
                 run_dir,
                 [run_dir / "injectors" / i.id / TAP_FILE for i in plan.injectors],
             ).start()
-        # The shared start instant is fixed now that the fleet is ready: provisioning and deploying
-        # take as long as they take, the injectors get the same lead every time.
+        # Every injector boots now and waits for the go signal, so the shared start instant is fixed
+        # only once all of them are ready, however long provisioning, deploying and JVMs take. Each
+        # one reads the instant on its own clock: its measured offset is compensated.
+        offsets = {
+            i.id: round(clock.offsets_ms.get(i.id, 0.0)) if settings.compensate_clock else 0
+            for i in plan.injectors
+        }
+        go_deadline_ms = clock_ms() + round(settings.ready_timeout_s * 1000)
+
+        def launch(injector: InjectorPlan) -> InjectorHandle:
+            site = sites[injector.id]
+            command = injector_command(
+                compiled,
+                plan,
+                injector,
+                results_dir=f"{site.workdir}/results",
+                feeders=site.feeders,
+                heap_mb=profile.injector.heap_mb,
+                java=site.java,
+                extra_properties={
+                    **LIVE_GATLING_PROPERTIES,
+                    **graphite.get(injector.id, {}),
+                    "spike.goFile": f"{site.workdir}/{GO_FILE}",
+                },
+                classpath=site.classpath,
+                start_at_ms=go_deadline_ms + offsets[injector.id],  # no go by then: end without load
+            )
+            return provider.launch(injector, command, run_dir / "injectors" / injector.id)
+
+        handles = _on_each(plan.injectors, launch, parallel=provider.parallel_launch)
+        observer.phase("launch", f"{len(handles)} injector(s) booting; the go is given when all are ready")
+        ready = _await_ready(plan, handles, provider, run_dir, go_deadline_ms - 5000, clock_ms)
         lead_s = settings.start_lead_s + provider.extra_lead_s
         plan = replace(plan, start_at_ms=clock_ms() + round(lead_s * 1000))
+
+        def give_go(injector: InjectorPlan) -> None:
+            go = run_dir / "injectors" / injector.id / GO_FILE
+            go.with_suffix(".tmp").write_text(f"{plan.start_at_ms + offsets[injector.id]}\n")
+            go.with_suffix(".tmp").replace(go)
+            provider.put(injector, go)
+
+        _on_each(plan.injectors, give_go, parallel=provider.parallel_launch)
         _write_json(run_dir / "plan.json", plan.to_dict())
         if writer is not None:
             writer.write(start_lines(plan, phases(profile)))
@@ -236,31 +286,14 @@ def execute_run(
         stream = LiveStream(plan.start_at_ms)
         for injector in plan.injectors:
             stream.add_tap(run_dir / "injectors" / injector.id / TAP_FILE, injector.region)
-        for injector in plan.injectors:
-            site = sites[injector.id]
-            # the injector waits for the shared instant on its own clock: compensate its offset
-            offset_ms = round(clock.offsets_ms.get(injector.id, 0.0)) if settings.compensate_clock else 0
-            command = injector_command(
-                compiled,
-                plan,
-                injector,
-                results_dir=f"{site.workdir}/results",
-                feeders=site.feeders,
-                heap_mb=profile.injector.heap_mb,
-                java=site.java,
-                extra_properties={**LIVE_GATLING_PROPERTIES, **graphite.get(injector.id, {})},
-                classpath=site.classpath,
-                start_at_ms=plan.start_at_ms + offset_ms,
-            )
-            handle = provider.launch(injector, command, run_dir / "injectors" / injector.id)
-            runs.append(
-                InjectorRun(
-                    injector,
-                    handle,
-                    LogAccumulator(injector.id, injector.region, plan.start_at_ms + offset_ms),
-                )
-            )
-        observer.phase("run", f"{len(runs)} injector(s) started; load begins at the shared start instant")
+            accumulator = LogAccumulator(injector.id, injector.region, plan.start_at_ms, offsets[injector.id])
+            runs.append(InjectorRun(injector, handles[injector.id], accumulator))
+        not_ready = [i.id for i in plan.injectors if i.id not in ready]
+        observer.phase(
+            "go",
+            f"{len(ready)}/{len(runs)} injector(s) ready; load begins in {lead_s:.1f} s"
+            + (f" (not ready: {', '.join(not_ready)})" if not_ready else ""),
+        )
         try:
             _monitor(plan, runs, stream, provider, settings, observer, clock_ms)
         except KeyboardInterrupt:
@@ -283,10 +316,14 @@ def execute_run(
     except InjectorError as exc:
         failure = exc.render()
     finally:
-        if forwarder is not None:
-            forwarder.stop(settings.forward_drain_s)
-        provider.teardown()
-        observer.phase("teardown", provider.teardown_summary())
+        # teardown first: nothing may keep running (or costing) while the last points are forwarded
+        try:
+            provider.teardown()
+        finally:
+            teardown = provider.teardown_report()
+            observer.phase("teardown", teardown.summary)
+            if forwarder is not None:
+                forwarder.stop(settings.forward_drain_s)
     agent_statuses = {name: read_status(workdir) for name, (_, workdir) in agents.items()}
 
     try:
@@ -304,6 +341,7 @@ def execute_run(
             agent_statuses=agent_statuses,
             forwarder=forwarder,
             clock=clock,
+            teardown=teardown,
         )
     finally:
         if writer is not None:
@@ -319,20 +357,61 @@ def _start_agents(
     agents: dict[str, tuple[InjectorHandle, Path]],
 ) -> dict[str, dict[str, str]]:
     """Start every injector's metrics agent, then wait until each listens; returns Gatling's -D properties."""
-    for injector in plan.injectors:
+
+    def start(injector: InjectorPlan) -> tuple[InjectorHandle, Path]:
         site = sites[injector.id]
         workdir = run_dir / "injectors" / injector.id
         influx = settings.influx if site.agent_writes_sink else None
         config = write_agent_config(workdir, plan.run_id, injector, influx)
         provider.put(injector, config)
         command = agent_command(f"{site.workdir}/{config.name}", site.agent)
-        agents[injector.id] = (provider.launch(injector, command, workdir, log_name="agent.log"), workdir)
+        return provider.launch(injector, command, workdir, log_name="agent.log"), workdir
+
+    agents.update(_on_each(plan.injectors, start, parallel=provider.parallel_launch))
     return {
         injector_id: gatling_graphite_properties(
             wait_until_listening(workdir, injector_id, handle.poll, provider.sync)
         )
         for injector_id, (handle, workdir) in agents.items()
     }
+
+
+def _on_each(
+    injectors: Sequence[InjectorPlan], action: Callable[[InjectorPlan], T], *, parallel: bool
+) -> dict[str, T]:
+    """`action` for every injector, at once where the provider allows it; results in plan order."""
+    if not parallel:
+        return {injector.id: action(injector) for injector in injectors}
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(injectors)))) as pool:
+        results = list(pool.map(action, injectors))
+    return {injector.id: result for injector, result in zip(injectors, results, strict=True)}
+
+
+_WAITING = b"waiting for the go signal"
+
+
+def _await_ready(
+    plan: Plan,
+    handles: Mapping[str, InjectorHandle],
+    provider: Provider,
+    run_dir: Path,
+    deadline_ms: int,
+    clock_ms: Callable[[], int],
+) -> set[str]:
+    """Wait until every injector waits for the go (or has died); returns the ready ones."""
+    ready: set[str] = set()
+    while True:
+        provider.sync()
+        for injector in plan.injectors:
+            if injector.id not in ready:
+                console = run_dir / "injectors" / injector.id / "console.log"
+                with contextlib.suppress(OSError), console.open("rb") as handle:
+                    if _WAITING in handle.read(1 << 16):
+                        ready.add(injector.id)
+        pending = [i for i in handles if i not in ready and handles[i].poll() is None]
+        if not pending or clock_ms() >= deadline_ms:
+            return ready
+        time.sleep(0.05)
 
 
 def _check_clock(clock: ClockCheck, settings: RunSettings, observer: RunObserver) -> None:
@@ -446,6 +525,7 @@ def _conclude(
     agent_statuses: Mapping[str, Mapping[str, Any]] | None = None,
     forwarder: TapForwarder | None = None,
     clock: ClockCheck | None = None,
+    teardown: TeardownReport | None = None,
 ) -> RunOutcome:
     collected_at = time.monotonic()
     observer.phase("collect", "merging every injector's results")
@@ -509,6 +589,13 @@ def _conclude(
         summary["metrics"] = metrics_summary(agent_statuses, writer, forwarder)
     if clock is not None and clock.offsets_ms:
         summary["clock"] = {**clock.to_dict(), "compensated": settings.compensate_clock}
+    exit_code = verdict.exit_code
+    if teardown is not None:
+        summary["teardown"] = {"summary": teardown.summary, "clean": teardown.clean, **teardown.details}
+        if not teardown.clean:
+            # whatever the load did, something may still be running or billed: that is the news
+            exit_code = ExitCode.INFRASTRUCTURE
+            summary["reason"] = f"teardown incomplete: {teardown.summary}; {summary.get('reason', '')}"
     _write_json(run_dir / "summary.json", summary)  # the verdict is on disk before the HTML report
     if report_proc is not None and settings.html_report == "wait":
         observer.phase("report", "Gatling is writing the merged HTML report")
@@ -527,9 +614,7 @@ def _conclude(
             report_after_s=round(time.monotonic() - collected_at, 3),
         )
         _write_json(run_dir / "summary.json", summary)
-    return RunOutcome(
-        plan, run_dir, summary, verdict.exit_code, report_path if summary["report"] else None, stats
-    )
+    return RunOutcome(plan, run_dir, summary, exit_code, report_path if summary["report"] else None, stats)
 
 
 def _annotate(settings: RunSettings, plan: Plan, time_ms: int, text: str, event: str) -> str | None:

@@ -115,15 +115,17 @@ class LogAccumulator:
     - ``users_started``: second -> count; ``users_ended``: count
     - ``errors``: message -> count (KO request messages and ERROR records)
 
-    A *second* here is ``floor((t - start_at_ms) / 1000)`` and may be
-    negative (before the shared start); :func:`merge` folds those into
-    second 0.
+    A *second* here is ``floor((t - start_at_ms - clock_offset_ms) / 1000)``
+    and may be negative (before the shared start); :func:`merge` folds those
+    into second 0. ``clock_offset_ms`` is the injector's clock minus the
+    orchestrator's: its timestamps are read on its own clock.
     """
 
-    def __init__(self, injector_id: str, region: str, start_at_ms: int) -> None:
+    def __init__(self, injector_id: str, region: str, start_at_ms: int, clock_offset_ms: int = 0) -> None:
         self.injector_id = injector_id
         self.region = region
         self.start_at_ms = start_at_ms
+        self._origin_ms = start_at_ms + clock_offset_ms  # the shared start on this injector's clock
         self.requests: Counter[tuple[bytes, bytes, int]] = Counter()
         self.second_latency: Counter[tuple[int, bytes, int]] = Counter()
         self.users_started: Counter[int] = Counter()
@@ -231,7 +233,7 @@ class LogAccumulator:
                 return len(recs)
         n = len(starts)
         rts = list(map(sub, ends, starts))
-        seconds = list(map(floordiv, map(sub, starts, repeat(self.start_at_ms, n)), repeat(1000, n)))
+        seconds = list(map(floordiv, map(sub, starts, repeat(self._origin_ms, n)), repeat(1000, n)))
         self.requests.update(zip(keys, statuses, rts, strict=True))
         self.second_latency.update(zip(seconds, statuses, rts, strict=True))
         if _KO in statuses:
@@ -251,7 +253,7 @@ class LogAccumulator:
         n = len(stamps)
         if n:
             self.users_started.update(
-                map(floordiv, map(sub, map(int, stamps), repeat(self.start_at_ms, n)), repeat(1000, n))
+                map(floordiv, map(sub, map(int, stamps), repeat(self._origin_ms, n)), repeat(1000, n))
             )
         ended = len(_USER_END_RE.findall(data))
         self.users_ended += ended
@@ -295,7 +297,7 @@ class LogAccumulator:
             region=self.region,
             run_start_ms=self.run_start_ms,
             first_request_start_ms=first,
-            start_skew_ms=None if first is None else first - self.start_at_ms,
+            start_skew_ms=None if first is None else first - self._origin_ms,
             last_request_end_ms=self.last_request_end_ms,
             requests=total,
             requests_ko=total - ok,

@@ -59,18 +59,9 @@ TargetOption = Annotated[
     str | None,
     typer.Option(help="Base URL of the system under test; overrides the profile's target.base_url."),
 ]
-ProviderOption = Annotated[str, typer.Option(help="Where injectors run. Valid values: local.")]
-
-PROVIDERS = ("local",)
 
 
 def parse_regions(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def check_provider(value: str) -> str:
-    if value not in PROVIDERS:
-        raise typer.BadParameter(f"unknown provider {value!r}; valid values: {', '.join(PROVIDERS)}")
-    return value

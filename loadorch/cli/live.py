@@ -29,6 +29,13 @@ class TerminalObserver:
             self.close()
         self.console.print(f"[bold cyan]{name:>10}[/] {detail}")
 
+    def region_progress(self, region: str, event: str, detail: str) -> None:
+        """A cloud provider's progress, one line per region and resource step (heartbeats, refreshes skipped)."""
+        quiet = ("progress", "refresh_start", "refresh_complete", "planned_change", "outputs", "version")
+        if event.endswith(quiet) or detail.startswith("data."):
+            return
+        self.console.print(f"[cyan]{region:>14}[/] {event}: {detail}", markup=True, highlight=False)
+
     def tick(self, view: LiveView) -> None:
         if self.console.is_terminal:
             if self.live is None:

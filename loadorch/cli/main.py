@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from loadorch import __version__
-from loadorch.cli import agent, build, dashboards, doctor, plan, profiles, run, stack, target
+from loadorch.cli import agent, build, dashboards, doctor, plan, profiles, reap, run, stack, target
 from loadorch.cli.common import set_debug
 
 app = typer.Typer(
@@ -26,6 +26,8 @@ app.command("plan")(plan.plan)
 app.command("build")(build.build)
 app.command("doctor")(doctor.doctor)
 app.command("agent")(agent.agent)
+app.command("reap")(reap.reap)
+app.command("prices")(reap.prices)
 
 
 def _version(value: bool) -> None:

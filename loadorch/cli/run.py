@@ -11,20 +11,34 @@ import typer
 
 from loadorch.cli.common import (
     ProfileOption,
-    ProviderOption,
     RegionsOption,
     TargetOption,
-    check_provider,
     console,
     handles_errors,
     parse_regions,
+)
+from loadorch.cli.fleet import (
+    AwsEndpointOption,
+    HostKeyTimeoutOption,
+    HostsOption,
+    InstanceTypeOption,
+    MaxCostOption,
+    OperatorCidrOption,
+    ProviderOption,
+    SpotOption,
+    TtlOption,
+    aws_provider,
+    aws_settings,
+    check_provider,
+    local_provider,
+    static_provider,
 )
 from loadorch.cli.live import TerminalObserver, render_summary
 from loadorch.dashboards.grafana import load_key
 from loadorch.orchestrator import RunSettings, execute_run
 from loadorch.paths import build_cache_dir
 from loadorch.profiles.loader import load_profile
-from loadorch.providers.local import LocalProvider
+from loadorch.providers.base import Provider
 
 HTML_REPORT_MODES = ("wait", "background", "off")
 
@@ -39,6 +53,14 @@ def run(
     regions: RegionsOption = None,
     target: TargetOption = None,
     provider: ProviderOption = "local",
+    hosts: HostsOption = None,
+    instance_type: InstanceTypeOption = "c6i.large",
+    spot: SpotOption = False,
+    ttl: TtlOption = 120,
+    operator_cidr: OperatorCidrOption = None,
+    max_cost: MaxCostOption = None,
+    aws_endpoint: AwsEndpointOption = None,
+    host_key_timeout: HostKeyTimeoutOption = 600.0,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     html_report: Annotated[
         str,
@@ -48,9 +70,20 @@ def run(
         ),
     ] = "wait",
     start_lead_s: Annotated[
-        float, typer.Option(min=1.0, max=600.0, help="Seconds between planning and the shared start instant.")
-    ] = 3.0,
+        float,
+        typer.Option(
+            min=0.2,
+            max=600.0,
+            help="Seconds between the go signal (every injector booted and waiting) and the shared start.",
+        ),
+    ] = 1.0,
     java: Annotated[str, typer.Option(help="The java executable injectors use.")] = "java",
+    max_clock_offset_ms: Annotated[
+        float,
+        typer.Option(
+            min=1.0, help="Refuse injectors whose clock is further off than this from this machine's."
+        ),
+    ] = 250.0,
     influx_url: Annotated[
         str | None,
         typer.Option(
@@ -113,17 +146,28 @@ def run(
     grafana_key = load_key(grafana_key_file) if grafana_url else None
     loaded = load_profile(profile)
     observer = TerminalObserver(console)
+    chosen: Provider
+    if provider == "aws":
+        settings = aws_settings(
+            instance_type, spot, ttl, operator_cidr, max_cost, aws_endpoint, host_key_timeout
+        )
+        chosen = aws_provider(settings, progress=observer.region_progress)
+    elif provider == "static":
+        chosen = static_provider(hosts)
+    else:
+        chosen = local_provider()
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         outcome = execute_run(
             loaded,
-            provider=LocalProvider(),
+            provider=chosen,
             settings=RunSettings(
                 runs_dir=runs_dir,
                 cache_dir=build_cache_dir(),
                 java=java,
                 html_report=html_report,
                 start_lead_s=start_lead_s,
+                max_clock_offset_ms=max_clock_offset_ms,
                 influx=influx,
                 grafana_url=grafana_url,
                 grafana_key=grafana_key,
@@ -156,6 +200,15 @@ def run(
             f"metrics: {metrics['points_written']:,} points written by the agents, {metrics['spooled']:,} spooled "
             f"during outages, {metrics['dropped']:,} dropped; {metrics['orchestrator_points_written']:,} run points"
         )
+    clock = summary.get("clock")
+    if clock:
+        console.print(
+            f"injector clocks: skew {clock['skew_ms']} ms across {len(clock['offsets_ms'])} injector(s)"
+            + (", offsets compensated at the start" if clock.get("compensated") else "")
+        )
+    teardown = summary.get("teardown")
+    if teardown and not teardown.get("clean", True):
+        console.print(f"[bold red]teardown incomplete:[/] {teardown['summary']}")
     console.print(f"run directory: {outcome.run_dir}")
     console.print(f"report: {summary.get('report') or 'not built'} ({summary.get('report_state')})")
     raise typer.Exit(int(outcome.exit_code))

@@ -10,7 +10,7 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -22,6 +22,7 @@ BUILTIN_DIR = Path(__file__).parent / "builtin"
 
 Position = tuple[int, int]
 Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,17 @@ def parse_profile(text: str, path: Path) -> LoadedProfile:
     return _with_feeders(profile, path, positions)
 
 
+def parse_yaml_model(text: str, path: Path, model: type[M], *, what: str, fix: str) -> M:
+    """Any of spike's YAML files (an SSH inventory, ...) with the profile's file:line:column errors."""
+    data, positions = _compose(text, path)
+    if not isinstance(data, dict):
+        raise ProfileError(f"{what} is a YAML mapping", where=f"{path}:1:1", fix=fix)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _translate(exc, path, positions, model=model, what=what, fix=fix) from None
+
+
 def _compose(text: str, path: Path) -> tuple[Any, dict[Loc, Position]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -120,7 +132,15 @@ def _build(
     return ctor.construct_object(node)
 
 
-def _translate(exc: ValidationError, path: Path, positions: dict[Loc, Position]) -> ProfileError:
+def _translate(
+    exc: ValidationError,
+    path: Path,
+    positions: dict[Loc, Position],
+    *,
+    model: type[BaseModel] = Profile,
+    what: str = "profile",
+    fix: str = "correct the values named above; `spike profiles show smoke` prints a valid example",
+) -> ProfileError:
     problems = []
     errors = exc.errors(include_url=False)
     for error in errors:
@@ -134,7 +154,7 @@ def _translate(exc: ValidationError, path: Path, positions: dict[Loc, Position])
         dotted = _dotted(loc) or "(top level)"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            valid = _valid_keys(raw_loc[:-1])
+            valid = _valid_keys(raw_loc[:-1], model)
             message = f"unknown key {loc[-1]!r}" + (f"; valid keys: {', '.join(valid)}" if valid else "")
         elif error["type"] == "missing":
             message = "required key is missing"
@@ -147,9 +167,9 @@ def _translate(exc: ValidationError, path: Path, positions: dict[Loc, Position])
     first_line, first_col, _ = problems[0]
     detail = "\n".join(p[2] for p in problems)
     return ProfileError(
-        f"invalid profile ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{detail}",
+        f"invalid {what} ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{detail}",
         where=f"{path}:{first_line}:{first_col}",
-        fix="correct the values named above; `spike profiles show smoke` prints a valid example",
+        fix=fix,
     )
 
 
@@ -178,9 +198,9 @@ def _dotted(loc: Loc) -> str:
     return text
 
 
-def _valid_keys(loc: Loc) -> list[str]:
+def _valid_keys(loc: Loc, root: type[BaseModel] = Profile) -> list[str]:
     """The field names allowed at `loc`, found by walking the model types."""
-    model: Any = Profile
+    model: Any = root
     for part in loc:
         model = _step_into(model, part)
         if model is None:

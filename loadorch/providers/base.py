@@ -65,6 +65,13 @@ class ClockCheck:
         }
 
 
+@dataclass(frozen=True)
+class TeardownReport:
+    summary: str
+    clean: bool = True
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
 class InjectorHandle(Protocol):
     """One running injector."""
 
@@ -85,6 +92,7 @@ class Provider(Protocol):
 
     name: str
     extra_lead_s: float  # added to the start lead: how much longer injectors take to launch here
+    parallel_launch: bool  # whether `launch` and `put` may run for several injectors at once
 
     def provision(self, plan: Plan, run_dir: Path) -> None: ...
 
@@ -115,5 +123,5 @@ class Provider(Protocol):
     def teardown(self) -> None:
         """Stop and remove everything this provider started; idempotent, never raises."""
 
-    def teardown_summary(self) -> str:
-        """One line on what teardown did (shown to the user)."""
+    def teardown_report(self) -> TeardownReport:
+        """What teardown did; `clean` is False when something may still be running or billed."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from loadorch.errors import InjectorError
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command
-from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite
+from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, TeardownReport
 
 _PR_SET_PDEATHSIG = 1
 
@@ -68,6 +68,9 @@ class LocalProvider:
 
     name = "local"
     extra_lead_s = 0.0
+    # no: PR_SET_PDEATHSIG ties a child to the *thread* that started it, so the launches stay on
+    # the orchestrator's thread (and each takes a millisecond anyway)
+    parallel_launch = False
 
     def __init__(self) -> None:
         self.handles: list[LocalInjector] = []
@@ -141,5 +144,8 @@ class LocalProvider:
             with contextlib.suppress(Exception):
                 handle.stop(max(0.1, deadline - time.monotonic()))
 
-    def teardown_summary(self) -> str:
-        return "every injector stopped"
+    def teardown_report(self) -> TeardownReport:
+        left = [h.injector_id for h in self.handles if h.poll() is None]
+        if left:
+            return TeardownReport(f"still running: {', '.join(left)}", clean=False)
+        return TeardownReport("every injector stopped")

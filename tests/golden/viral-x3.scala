@@ -18,6 +18,9 @@ class SpikeSimulation extends Simulation {
   private val baseUrl = prop("spike.baseUrl")
   private val injectorId = prop("spike.injector")
   private val startAtMs = prop("spike.startAtMs").toLong
+  // the go signal: spike writes the shared start instant (this injector's clock) into this file
+  // once every injector is ready; without it by startAtMs the injector ends without any load
+  private val goFile = Option(System.getProperty("spike.goFile")).filter(_.nonEmpty)
   // "t:rate,t:rate,...": the injector's share of the rate curve, whole seconds
   private val curve: Seq[(Long, Double)] = prop("spike.curve").split(",").toSeq.map { point =>
     val Array(t, rate) = point.split(":")
@@ -75,9 +78,26 @@ class SpikeSimulation extends Simulation {
   // scenario's first element, is built last: after protocol warm-up and all other
   // initialisation. It waits there, and injection begins right after it returns.
   // Its branch never runs for a user.
+  private def awaitGo(path: java.nio.file.Path): Long = {
+    println(s"spike: injector $injectorId waiting for the go signal")
+    var startAt: Option[Long] = None
+    while (startAt.isEmpty) {
+      startAt = scala.util.Try(new String(java.nio.file.Files.readAllBytes(path)).trim.toLong).toOption
+      if (startAt.isEmpty) {
+        if (System.currentTimeMillis() > startAtMs) {
+          println(s"spike: injector $injectorId got no go signal by $startAtMs; ending without load")
+          sys.exit(3)
+        }
+        Thread.sleep(2)
+      }
+    }
+    startAt.get
+  }
+
   private val startGate = doIf(_ => false.success) {
     feed { () =>
-      val waitMs = startAtMs - System.currentTimeMillis()
+      val startAt = goFile.map(f => awaitGo(java.nio.file.Paths.get(f))).getOrElse(startAtMs)
+      val waitMs = startAt - System.currentTimeMillis()
       println(s"spike: injector $injectorId ready, start in $waitMs ms")
       if (waitMs > 0) Thread.sleep(waitMs)
       Iterator.continually(Map.empty[String, Any])

@@ -73,6 +73,8 @@ def write_profile(
     slos: str = "",
     requests_per_user: int = 1,
     missing_post_weight: float = 0,
+    regions: str = "  - {name: eu-west-2}\n  - {name: us-east-1}\n",
+    max_rate_per_s: float = 1000,
 ) -> Path:
     """A steps profile at a constant rate, with the sample target's feed and post requests.
 
@@ -103,10 +105,8 @@ scenario:
 {missing}  feeders:
     - {{name: posts, file: posts.csv}}
 regions:
-  - {{name: eu-west-2}}
-  - {{name: us-east-1}}
-injector:
-  max_rate_per_s: 1000
+{regions}injector:
+  max_rate_per_s: {max_rate_per_s}
 {slos}"""
     )
     return path

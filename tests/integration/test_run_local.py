@@ -151,7 +151,7 @@ def test_interrupt_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer, 
     [
         (["--target", "http://shop.invalid:8080"], "'shop.invalid' is not on loopback"),
         (["--target", "http://127.0.0.1:1"], "unreachable"),
-        (["--provider", "aws"], "valid values: local"),
+        (["--provider", "mars"], "valid values: local, static, aws"),
         (["--java", "/nonexistent/java"], "Java is missing"),
     ],
 )

@@ -1,0 +1,104 @@
+"""Options that choose and configure the provider, shared by `spike run` and `spike plan`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from loadorch.errors import BadInputError
+from loadorch.paths import build_cache_dir
+from loadorch.providers.base import Provider
+from loadorch.providers.local import LocalProvider
+
+if TYPE_CHECKING:  # the aws provider pulls in boto3 and Terraform glue, imported only when used
+    from loadorch.providers.aws import AwsProvider, AwsSettings, Progress
+
+PROVIDERS = ("local", "static", "aws")
+
+ProviderOption = Annotated[
+    str,
+    typer.Option(
+        help="Where injectors run: local (processes here), static (SSH hosts from --hosts), "
+        "aws (EC2 instances created with Terraform and destroyed after the run)."
+    ),
+]
+HostsOption = Annotated[
+    Path | None,
+    typer.Option(help="static: the inventory of SSH hosts (host, port, user, key, region, host_key)."),
+]
+
+
+def check_provider(value: str) -> str:
+    if value not in PROVIDERS:
+        raise typer.BadParameter(f"unknown provider {value!r}; valid values: {', '.join(PROVIDERS)}")
+    return value
+
+
+def static_provider(hosts: Path | None) -> Provider:
+    from loadorch.providers.static import StaticProvider
+
+    if hosts is None:
+        raise BadInputError(
+            "--provider static needs an inventory of SSH hosts",
+            fix="add --hosts FILE (see the inventory example in the README)",
+        )
+    return StaticProvider(hosts, cache_dir=build_cache_dir())
+
+
+def local_provider() -> Provider:
+    return LocalProvider()
+
+
+InstanceTypeOption = Annotated[str, typer.Option(help="aws: the EC2 instance type of every injector.")]
+SpotOption = Annotated[bool, typer.Option("--spot", help="aws: use spot instances.")]
+TtlOption = Annotated[
+    int,
+    typer.Option(
+        "--ttl", min=10, max=1440, help="aws: minutes after boot when every injector powers itself off."
+    ),
+]
+OperatorCidrOption = Annotated[
+    str | None,
+    typer.Option(
+        help="aws: SSH to the injectors is allowed from here only (default: this machine's address)."
+    ),
+]
+MaxCostOption = Annotated[
+    float | None, typer.Option(help="aws: refuse to create the fleet if its estimated cost (USD) is higher.")
+]
+AwsEndpointOption = Annotated[
+    str | None, typer.Option(help="aws: send every AWS call here (LocalStack, moto) instead of AWS.")
+]
+HostKeyTimeoutOption = Annotated[
+    float, typer.Option(help="aws: seconds to wait for each instance's console to show its SSH host keys.")
+]
+
+
+def aws_settings(
+    instance_type: str,
+    spot: bool,
+    ttl: int,
+    operator_cidr: str | None,
+    max_cost: float | None,
+    aws_endpoint: str | None,
+    host_key_timeout: float = 600.0,
+) -> AwsSettings:
+    from loadorch.providers.aws import AwsSettings
+
+    return AwsSettings(
+        instance_type=instance_type,
+        use_spot=spot,
+        ttl_minutes=ttl,
+        operator_cidr=operator_cidr,
+        max_cost_usd=max_cost,
+        endpoint=aws_endpoint,
+        host_key_timeout_s=host_key_timeout,
+    )
+
+
+def aws_provider(settings: AwsSettings, progress: Progress | None = None) -> AwsProvider:
+    from loadorch.providers.aws import AwsProvider
+
+    return AwsProvider(settings, cache_dir=build_cache_dir(), progress=progress)

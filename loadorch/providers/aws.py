@@ -1,0 +1,309 @@
+"""The aws provider: EC2 injectors per region, created with Terraform and destroyed after the run.
+
+Order of things, and why:
+1. `preflight` (no AWS call): operator CIDR, regions, the run fitting inside the injectors' TTL,
+   the estimated cost under `--max-cost`. Bad input is refused before anything exists.
+2. The run's root configuration is written into `<run>/terraform/` with its own local state;
+   from that moment teardown destroys (armed before apply begins).
+3. `terraform apply` in every region at once; a failure anywhere fails the run, and teardown
+   destroys every region.
+4. Each instance's SSH host key is pinned from its console output, which only EC2 (reached with
+   the operator's credentials) can produce: cloud-init prints the keys there at first boot. No
+   key is ever trusted on first use.
+5. The shared SSH path (`remote.SshFleetProvider`) deploys, runs and collects.
+6. Teardown stops the processes, runs `terraform destroy` (Ctrl-C cannot interrupt it), then lists
+   every resource still tagged with the run id in every region and reports them loudly.
+
+The private SSH key is generated per run under `<run>/ssh/` (mode 0600) and only its public half
+goes into Terraform. Credentials come from the environment (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...)
+and are never written anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import getpass
+import shlex
+import signal
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from loadorch.cloud.aws import aws_client
+from loadorch.cloud.leftovers import find_run_resources
+from loadorch.cloud.pricing import load_prices
+from loadorch.errors import BadInputError, InfrastructureError, PreflightError, SpikeError
+from loadorch.plan.cost import CostEstimate, check_budget, check_operator_cidr, check_ttl, estimate_cost
+from loadorch.plan.model import Plan
+from loadorch.providers.base import Artifacts, InjectorSite, TeardownReport
+from loadorch.providers.remote import RemoteHost, SshFleetProvider
+from loadorch.providers.terraform.config import FleetSpec, RegionFleet, injector_fleet_module, validate_spec
+from loadorch.providers.terraform.inventory import Inventory
+from loadorch.providers.terraform.runner import TerraformWorkspace
+from loadorch.transport.hostkeys import generate_client_key, parse_console_fingerprints
+from loadorch.transport.ssh import SshHost
+
+Progress = Callable[[str, str, str], None]  # region, event, detail
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    instance_type: str = "c6i.large"
+    use_spot: bool = False
+    ttl_minutes: int = 120  # every injector powers itself off this long after boot, whatever happens
+    operator_cidr: str | None = None  # SSH is allowed from here only; None: this machine's public address
+    max_cost_usd: float | None = None
+    endpoint: str | None = None  # LocalStack or moto instead of AWS
+    owner: str = field(default_factory=getpass.getuser)
+    ssh_user: str = "ec2-user"  # Amazon Linux 2023, the module's default image
+    base_dir: str = "/opt/spike"  # the module's injector_workdir, made by user_data for the login user
+    bootstrap_timeout_s: float = 900.0  # Java install and tuning at first boot
+    boot_s: float = 180.0  # boot + Java install, for the cost and TTL estimates
+    teardown_s: float = 120.0
+    root_gb: int = 16
+    host_key_timeout_s: float = 600.0  # how long to wait for an instance's console to show its host keys
+    ssh_boot_wait_s: float = 300.0  # how long a host may still refuse SSH after its keys are known
+
+
+def detect_operator_cidr(timeout_s: float = 5.0) -> str:
+    """This machine's public address as a /32, from AWS's own checkip service."""
+    try:
+        with urllib.request.urlopen("https://checkip.amazonaws.com/", timeout=timeout_s) as answer:
+            address = answer.read().decode().strip()
+    except OSError as exc:
+        raise PreflightError(
+            f"cannot detect this machine's public address: {exc}",
+            fix="give --operator-cidr (the address or network SSH to the injectors comes from)",
+        ) from None
+    return check_operator_cidr(address)
+
+
+class AwsProvider(SshFleetProvider):
+    name = "aws"
+
+    def __init__(
+        self,
+        settings: AwsSettings,
+        *,
+        cache_dir: Path,
+        progress: Progress | None = None,
+        terraform: str = "terraform",
+    ) -> None:
+        super().__init__(cache_dir=cache_dir)
+        self.settings = settings
+        self.boot_wait_s = settings.ssh_boot_wait_s
+        self.progress = progress or (lambda region, event, detail: None)
+        self.terraform = terraform
+        self.workspace: TerraformWorkspace | None = None
+        self.run_id: str | None = None
+        self.regions: tuple[str, ...] = ()
+        self.estimate: CostEstimate | None = None
+        self.timings: dict[str, float] = {}
+
+    # -- before any AWS call -------------------------------------------------------------------
+
+    def operator_cidr(self) -> str:
+        if self.settings.operator_cidr is not None:
+            return check_operator_cidr(self.settings.operator_cidr)
+        if self.settings.endpoint is not None:
+            raise BadInputError(
+                "with a custom AWS endpoint the operator CIDR cannot be detected",
+                fix="give --operator-cidr (e.g. 127.0.0.1/32 for LocalStack or moto)",
+            )
+        return detect_operator_cidr()
+
+    def fleet_spec(self, plan: Plan, public_key: str, cidr: str) -> FleetSpec:
+        expires = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=self.settings.ttl_minutes)
+        return FleetSpec(
+            run_id=plan.run_id,
+            owner=self.settings.owner,
+            expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ttl_minutes=self.settings.ttl_minutes,
+            regions=tuple(
+                RegionFleet(r.name, len(r.injectors), self.settings.instance_type, self.settings.use_spot)
+                for r in plan.regions
+            ),
+            operator_cidr=cidr,
+            ssh_public_key=public_key,
+            module_source=injector_fleet_module(),
+            endpoint=self.settings.endpoint,
+        )
+
+    def preflight(self, plan: Plan, cidr: str = "127.0.0.1/32") -> CostEstimate:
+        """Everything that can be refused without AWS: regions, CIDR, TTL and budget."""
+        validate_spec(self.fleet_spec(plan, "ssh-ed25519 AAAA preflight", cidr))
+        check_ttl(plan, self.settings.ttl_minutes, self.settings.boot_s, self.settings.teardown_s)
+        estimate = estimate_cost(
+            plan,
+            self.settings.instance_type,
+            load_prices(),
+            boot_s=self.settings.boot_s,
+            teardown_s=self.settings.teardown_s,
+            root_gb=self.settings.root_gb,
+        )
+        check_budget(estimate, self.settings.max_cost_usd)
+        return estimate
+
+    # -- provisioning --------------------------------------------------------------------------
+
+    def _hosts(self, plan: Plan, run_dir: Path) -> dict[str, RemoteHost]:
+        cidr = self.operator_cidr()
+        self.estimate = self.preflight(plan, cidr)
+        self.run_id = plan.run_id
+        self.regions = tuple(r.name for r in plan.regions)
+        key_file = run_dir / "ssh" / "id_ed25519"
+        public_key = generate_client_key(key_file)
+        spec = self.fleet_spec(plan, public_key, cidr)
+        self.workspace = TerraformWorkspace(run_dir / "terraform", env={}, terraform=self.terraform)
+        self.workspace.write_config(spec)  # from here on, teardown destroys
+        started = time.monotonic()
+        self.workspace.init()
+        self.workspace.apply(progress=self.progress)
+        self.timings["apply_s"] = round(time.monotonic() - started, 3)
+        inventory = self.workspace.inventory()
+        pinned = self._pin_host_keys(inventory)
+        hosts = {}
+        for host in inventory.hosts:
+            hosts[host.injector_id] = RemoteHost(
+                ssh=SshHost(
+                    name=host.injector_id,
+                    address=host.address,
+                    user=self.settings.ssh_user,
+                    key_path=key_file,
+                    host_key_fingerprints=pinned[host.injector_id],
+                ),
+                region=host.region,
+                base_dir=self.settings.base_dir,
+            )
+        missing = [i.id for i in plan.injectors if i.id not in hosts]
+        if missing:
+            raise InfrastructureError(
+                f"terraform created no instance for {', '.join(missing)}",
+                where=str(self.workspace.workdir),
+                fix="see terraform's output in the run directory",
+            )
+        return hosts
+
+    def _pin_host_keys(self, inventory: Inventory) -> dict[str, tuple[str, ...]]:
+        """Each instance's host key fingerprints, read from its console output (polled until printed)."""
+        pinned: dict[str, tuple[str, ...]] = {}
+        deadline = time.monotonic() + self.settings.host_key_timeout_s
+        while True:
+            for host in inventory.hosts:
+                if host.injector_id in pinned:
+                    continue
+                client = aws_client("ec2", host.region, self.settings.endpoint)
+                try:
+                    answer = client.get_console_output(InstanceId=host.instance_id, Latest=True)
+                except Exception as exc:  # botocore's errors: retried until the deadline
+                    self.progress(host.region, "host-key", f"{host.instance_id}: {exc}")
+                    continue
+                found = parse_console_fingerprints(_console_text(answer.get("Output", "")))
+                if found:
+                    pinned[host.injector_id] = found
+                    self.progress(host.region, "host-key", f"{host.injector_id} pinned ({found[0]})")
+            waiting = [h for h in inventory.hosts if h.injector_id not in pinned]
+            if not waiting:
+                return pinned
+            if time.monotonic() > deadline:
+                raise InfrastructureError(
+                    "no SSH host keys in the console output of "
+                    + ", ".join(f"{h.injector_id} ({h.instance_id})" for h in waiting)
+                    + f" after {self.settings.host_key_timeout_s:.0f} s; refusing to trust an unverified key",
+                    where=waiting[0].region,
+                    fix="use an image whose cloud-init prints host keys to the console (the module's default "
+                    "does), or raise --host-key-timeout",
+                )
+            time.sleep(5.0)
+
+    def deploy(self, plan: Plan, artifacts: Artifacts, run_dir: Path) -> dict[str, InjectorSite]:
+        """Wait for user_data's marker (Java installed, tuning applied), then deploy as any SSH host."""
+        marker = shlex.quote(f"{self.settings.base_dir}/bootstrap-done")
+        limit = int(self.settings.bootstrap_timeout_s)
+        self._fleet().run(
+            f"i=0; while [ ! -f {marker} ]; do i=$((i+2)); [ $i -gt {limit} ] && exit 1; sleep 2; done",
+            timeout_s=self.settings.bootstrap_timeout_s + 30,
+        )
+        return super().deploy(plan, artifacts, run_dir)
+
+    # -- teardown ------------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        with _uninterruptible():
+            super().teardown()
+            if self.workspace is None:
+                return
+            started = time.monotonic()
+            error: str | None = None
+            for _attempt in range(2):
+                try:
+                    self.workspace.destroy(progress=self.progress)
+                    error = None
+                    break
+                except SpikeError as exc:
+                    error = exc.render()
+            self.timings["destroy_s"] = round(time.monotonic() - started, 3)
+            if error is not None:
+                self._teardown_notes.append(f"terraform destroy failed: {error}")
+                self._clean = False
+            self._check_leftovers()
+
+    def _check_leftovers(self) -> None:
+        if self.run_id is None:
+            return
+        try:
+            left = find_run_resources(self.run_id, self.regions, self.settings.endpoint)
+        except SpikeError as exc:
+            self._teardown_notes.append(f"could not list what remains: {exc.message}")
+            self._clean = False
+            return
+        if left:
+            self._clean = False
+            self._teardown_notes.append(
+                f"{len(left)} resource(s) tagged SpikeRunId={self.run_id} remain: "
+                + ", ".join(f"{r.region}/{r.kind}/{r.id} ({r.state})" for r in left[:10])
+                + f"; remove them with `spike reap --run {self.run_id} --yes`"
+            )
+        else:
+            self._teardown_notes.append(
+                f"terraform destroyed the fleet; nothing tagged SpikeRunId={self.run_id} remains in "
+                f"{', '.join(self.regions)}"
+            )
+
+    _clean = True
+
+    def teardown_report(self) -> TeardownReport:
+        report = super().teardown_report()
+        details = dict(report.details)
+        details["terraform"] = dict(self.timings)
+        if self.estimate is not None:
+            details["cost_estimate"] = self.estimate.to_dict()
+        return TeardownReport(report.summary, clean=report.clean and self._clean, details=details)
+
+
+def _console_text(output: str) -> str:
+    """EC2 returns the console base64-encoded; some emulators return it as plain text."""
+    try:
+        return base64.b64decode(output, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return output
+
+
+@contextlib.contextmanager
+def _uninterruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM cannot stop a destroy half-way (Terraform runs in its own session)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,613 @@
+"""Terraform for one run's fleet: a working directory with its own local state, and the commands in it.
+
+`TerraformWorkspace` writes `main.tf.json` (from `config.root_config`) and a Terraform CLI config
+file, then runs `init`, `apply`, `destroy` and `output` as child processes. Apply and destroy
+speak Terraform's machine-readable UI (`-json`): each line is parsed as it arrives and reported to
+a `progress(region, event, detail)` callback, so one terminal line can say which region is doing
+what.
+
+Interruption is built on Terraform's own: on SIGINT it starts nothing new, cancels the API calls
+in flight, saves its state and exits; a second SIGINT abandons the state. So Terraform runs in
+its own session (a Ctrl-C at the terminal reaches spike only), writes its output to a file rather
+than a pipe (it never blocks on, or dies with, its reader), and `terminate()` sends it exactly one
+SIGINT and waits. Whatever stops the caller while Terraform runs (Ctrl-C, an exception in the
+callback) goes through `terminate()` first, so the state on disk is complete and `destroy` can run
+next. If spike itself is killed, Terraform finishes on its own and still saves its state.
+
+One gap in Terraform's stop is closed here: a create call cancelled after AWS acted on it but
+before the answer arrived (RunInstances, CreateSecurityGroup, ImportKeyPair) leaves a resource
+that exists but is not in the state, so destroy cannot see it (seen against moto: a running,
+tagged instance left behind). `terminate()` therefore waits, at most `settle_max_s`, until every
+create that Terraform announced has been under way for `settle_s` (its create call has returned;
+what remains is waiting, which is safe to cancel: the id is already in the state) and nothing has
+started or finished for a moment; only then does it send SIGINT. The TTL shutdown on every
+injector and the tag-based reaper cover what still escapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadorch.errors import InfrastructureError, PreflightError, RunInterrupted
+from loadorch.process import Command
+from loadorch.providers.terraform.config import FleetSpec, render_root_config
+from loadorch.providers.terraform.inventory import Inventory, inventory_from_outputs
+
+ProgressCallback = Callable[[str, str, str], None]
+"""progress(region, event, detail): `region` is a region code or ALL_REGIONS, `event` Terraform's
+message type (apply_start, apply_progress, apply_complete, apply_errored, diagnostic,
+change_summary, ...) or "log" for plain output, `detail` a one-line description."""
+
+ALL_REGIONS = "*"
+CONFIG_FILE = "main.tf.json"
+CLI_CONFIG_FILE = "terraform.rc"
+STATE_FILE = "terraform.tfstate"
+# Inherited settings that would change what the built commands do, or make Terraform log request
+# bodies and provider internals (TF_LOG=trace prints far more than anyone should keep).
+_DROPPED_ENV = ("TF_LOG", "TF_LOG_CORE", "TF_LOG_PROVIDER", "TF_LOG_PATH", "TF_WORKSPACE", "TF_DATA_DIR")
+_MODULE = re.compile(r"module\.(fleet_[a-z0-9_]+)")
+_MODULE_DIR = re.compile(r"modules/(fleet_[a-z0-9_]+)/")
+_TAIL_POLL_S = 0.05
+# After a create started or finished, how long nothing must happen before SIGINT is safe.
+_QUIET_S = 0.5
+
+
+def region_of_module(name: str) -> str:
+    """fleet_eu_west_2 -> eu-west-2 (the inverse of `config.module_name`; region codes have no _)."""
+    return name.removeprefix("fleet_").replace("_", "-")
+
+
+def region_of_address(address: str) -> str:
+    """The region of a resource address such as `module.fleet_eu_west_2.aws_instance.injector[0]`."""
+    found = _MODULE.match(address)
+    return region_of_module(found.group(1)) if found else ALL_REGIONS
+
+
+@dataclass(frozen=True)
+class UiEvent:
+    """One progress report: which region, what kind of message, and a one-line detail."""
+
+    region: str
+    event: str
+    detail: str
+    address: str = ""  # the resource, for hook messages (apply_start, apply_complete, ...)
+    action: str = ""  # create, update, delete, read, ... for hook messages
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """An error or warning Terraform reported, and the region it belongs to (ALL_REGIONS if none)."""
+
+    severity: str
+    summary: str
+    detail: str
+    region: str
+
+    def render(self) -> str:
+        text = f"{self.summary}: {self.detail}" if self.detail else self.summary
+        return " ".join(text.split())
+
+
+class UiStream:
+    """Reads Terraform's machine-readable UI one line at a time (pure: no I/O, no clock).
+
+    Besides turning each line into a `UiEvent` it keeps what a failure report needs: the error
+    diagnostics, the regions whose resources errored, the last change summary and the last plain
+    (non-JSON) lines, where Terraform writes what it cannot say in JSON.
+    """
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+        self.errored_regions: set[str] = set()
+        self.summary = ""
+        self.plain_tail: deque[str] = deque(maxlen=20)
+
+    def feed(self, line: str) -> UiEvent | None:
+        line = line.strip()
+        if not line:
+            return None
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict) or "type" not in message:
+            self.plain_tail.append(line)
+            return UiEvent(ALL_REGIONS, "log", line)
+        kind = str(message["type"])
+        text = " ".join(str(message.get("@message", "")).split())  # some messages span lines
+        if kind == "diagnostic":
+            return self._diagnostic(message.get("diagnostic") or {}, text)
+        region = _region_of_message(message)
+        if kind == "apply_errored":
+            self.errored_regions.add(region)
+        if kind == "change_summary":
+            self.summary = text
+        hook = message.get("hook") or {}
+        address = str((hook.get("resource") or {}).get("addr", ""))
+        return UiEvent(region, kind, _strip_module(text), address, str(hook.get("action", "")))
+
+    def _diagnostic(self, body: Mapping[str, Any], text: str) -> UiEvent:
+        region = ALL_REGIONS
+        if body.get("address"):
+            region = region_of_address(str(body["address"]))
+        if region == ALL_REGIONS:
+            filename = str((body.get("range") or {}).get("filename", ""))
+            found = _MODULE_DIR.search(filename)
+            if found:
+                region = region_of_module(found.group(1))
+        diagnostic = Diagnostic(
+            severity=str(body.get("severity", "error")),
+            summary=str(body.get("summary", text)),
+            detail=str(body.get("detail", "")),
+            region=region,
+        )
+        if diagnostic.severity == "error":
+            self.diagnostics.append(diagnostic)
+        return UiEvent(region, "diagnostic", f"{diagnostic.severity}: {diagnostic.render()}")
+
+    def failed_regions(self) -> list[str]:
+        """Regions named by an error (a resource that errored, or a diagnostic's address)."""
+        named = self.errored_regions | {d.region for d in self.diagnostics}
+        return sorted(r for r in named if r != ALL_REGIONS)
+
+
+def _region_of_message(message: Mapping[str, Any]) -> str:
+    for holder in ("hook", "change"):
+        resource = (message.get(holder) or {}).get("resource") or {}
+        if resource.get("addr"):
+            return region_of_address(str(resource["addr"]))
+    found = _MODULE.search(str(message.get("@message", "")))
+    return region_of_module(found.group(1)) if found else ALL_REGIONS
+
+
+def _strip_module(text: str) -> str:
+    # The region is reported separately; "module.fleet_eu_west_2." would only repeat it.
+    return _MODULE.sub("", text, count=1).lstrip(".")
+
+
+@dataclass(frozen=True)
+class TerraformRun:
+    """One finished Terraform command: what ran, how it ended and how long the process lived."""
+
+    verb: str
+    returncode: int
+    elapsed_s: float
+    interrupted: bool = False
+    summary: str = ""
+
+
+class TerraformApplyError(InfrastructureError):
+    """`terraform apply` or `destroy` failed; `regions` names where, `diagnostics` says why."""
+
+    def __init__(
+        self, message: str, *, regions: list[str], diagnostics: list[Diagnostic], where: str, fix: str
+    ) -> None:
+        self.regions = regions
+        self.diagnostics = diagnostics
+        super().__init__(message, where=where, fix=fix)
+
+
+def find_plugin_mirror() -> Path | None:
+    """The root of a filesystem mirror holding hashicorp/aws on this machine, if there is one."""
+    from loadorch.doctor import terraform_aws_provider_mirrors  # doctor reads the whole machine
+
+    mirrors = terraform_aws_provider_mirrors()
+    if not mirrors:
+        return None
+    # .../registry.terraform.io/hashicorp/aws/<version>/linux_amd64 -> the directory above the host
+    return Path(mirrors[-1]).parents[4]
+
+
+def cli_config_text(plugin_mirror: Path | None, plugin_cache_dir: Path | None) -> str:
+    """A Terraform CLI config: install hashicorp/* from the mirror when there is one (no network)."""
+    lines = []
+    if plugin_mirror is not None:
+        lines += [
+            "provider_installation {",
+            "  filesystem_mirror {",
+            f"    path    = {json.dumps(str(plugin_mirror))}",
+            '    include = ["registry.terraform.io/hashicorp/*"]',
+            "  }",
+            "}",
+        ]
+    if plugin_cache_dir is not None:
+        lines.append(f"plugin_cache_dir = {json.dumps(str(plugin_cache_dir))}")
+    return "\n".join(lines) + "\n"
+
+
+class TerraformWorkspace:
+    """One run's Terraform working directory: configuration, CLI config, providers and local state.
+
+    `env` is added to this process's environment for every Terraform command; it is where AWS
+    credentials go (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never into a file. With no
+    `plugin_mirror` the machine's mirror is used if `spike doctor` finds one, else Terraform
+    downloads the provider into `plugin_cache_dir`.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        *,
+        terraform: str = "terraform",
+        plugin_mirror: Path | None = None,
+        plugin_cache_dir: Path | None = None,
+        parallelism: int = 20,
+        lock_timeout_s: int = 120,
+        settle_s: float = 3.0,
+        settle_max_s: float = 30.0,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.env = dict(env)
+        self.terraform = terraform
+        self.plugin_mirror = plugin_mirror if plugin_mirror is not None else find_plugin_mirror()
+        self.plugin_cache_dir = plugin_cache_dir
+        self.parallelism = parallelism
+        self.lock_timeout_s = lock_timeout_s
+        self.settle_s = settle_s
+        self.settle_max_s = settle_max_s
+        self.runs: list[TerraformRun] = []
+        self._lock = threading.Lock()
+        self._running: _Running | None = None
+
+    # -- files ---------------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / CONFIG_FILE
+
+    @property
+    def state_path(self) -> Path:
+        return self.workdir / STATE_FILE
+
+    def write_config(self, spec: FleetSpec) -> Path:
+        """Validate `spec` and write main.tf.json and the CLI config; nothing talks to AWS yet."""
+        text = render_root_config(spec)  # validates first: a bad spec writes nothing
+        if not (spec.module_source / "main.tf").is_file():
+            raise PreflightError(
+                f"the injector-fleet module is not at {spec.module_source}",
+                where="module_source",
+                fix="run spike from its repository checkout or set SPIKE_TERRAFORM_MODULE",
+            )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(text)
+        self._write_cli_config()
+        return self.config_path
+
+    def _write_cli_config(self) -> None:
+        if self.plugin_cache_dir is not None:
+            self.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / CLI_CONFIG_FILE).write_text(
+            cli_config_text(self.plugin_mirror, self.plugin_cache_dir)
+        )
+
+    # -- commands (values tests can inspect) -------------------------------------------------------
+
+    def _command(self, *args: str) -> Command:
+        return Command(
+            argv=(self.terraform, *args),
+            cwd=self.workdir,
+            env={
+                **self.env,
+                "TF_CLI_CONFIG_FILE": str(self.workdir / CLI_CONFIG_FILE),
+                "TF_DATA_DIR": str(self.workdir / ".terraform"),
+                "TF_IN_AUTOMATION": "1",
+                "TF_INPUT": "0",
+                "CHECKPOINT_DISABLE": "1",  # no version check calls to HashiCorp
+            },
+        )
+
+    def init_command(self) -> Command:
+        return self._command("init", "-input=false", "-no-color")
+
+    def apply_command(self) -> Command:
+        return self._command(
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            "-json",
+            f"-parallelism={self.parallelism}",
+            f"-lock-timeout={self.lock_timeout_s}s",
+        )
+
+    def destroy_command(self) -> Command:
+        return self._command(
+            "destroy",
+            "-auto-approve",
+            "-input=false",
+            "-json",
+            f"-parallelism={self.parallelism}",
+            f"-lock-timeout={self.lock_timeout_s}s",
+        )
+
+    def output_command(self) -> Command:
+        return self._command("output", "-json", "-no-color")
+
+    # -- running -------------------------------------------------------------------------------
+
+    def init(self) -> TerraformRun:
+        """`terraform init`: install the provider from the mirror and copy the module in."""
+        if not (self.workdir / CLI_CONFIG_FILE).is_file():
+            self._write_cli_config()
+        stream = UiStream()
+        run = self._run("init", self.init_command(), stream, None)
+        if run.returncode != 0:
+            raise InfrastructureError(
+                f"terraform init failed in {self.workdir}: {' | '.join(stream.plain_tail)}",
+                where=str(self.workdir),
+                fix="run `spike doctor`: terraform and the hashicorp/aws provider (or network access to the registry) are needed",
+            )
+        return run
+
+    def apply(self, progress: ProgressCallback | None = None) -> TerraformRun:
+        """`terraform apply`: create the fleet. A failure names its region(s); state keeps what exists."""
+        return self._change("apply", self.apply_command(), progress)
+
+    def destroy(self, progress: ProgressCallback | None = None) -> TerraformRun:
+        """`terraform destroy`: remove everything in the state, in every region; safe to repeat."""
+        if not self.config_path.is_file():
+            return TerraformRun("destroy", 0, 0.0, summary="nothing to destroy: no configuration")
+        if not (self.workdir / ".terraform").is_dir():
+            self.init()
+        return self._change("destroy", self.destroy_command(), progress)
+
+    def outputs(self) -> dict[str, Any]:
+        """`terraform output -json`: every root output as {name: {"value", "type", "sensitive"}}."""
+        stream = UiStream()
+        sink = self.workdir / "terraform-output.json"
+        run = self._run("output", self.output_command(), stream, None, keep=sink)
+        text = sink.read_text() if sink.is_file() else ""
+        if run.returncode != 0:
+            raise InfrastructureError(
+                f"terraform output failed in {self.workdir}: {text.strip()[-2000:]}", where=str(self.workdir)
+            )
+        try:
+            parsed = json.loads(text or "{}")
+        except json.JSONDecodeError as exc:
+            raise InfrastructureError(
+                f"terraform output -json did not print JSON: {text[:300]!r}", where=str(self.workdir)
+            ) from exc
+        if not isinstance(parsed, dict):
+            raise InfrastructureError(
+                "terraform output -json did not print an object", where=str(self.workdir)
+            )
+        return parsed
+
+    def inventory(self) -> Inventory:
+        """The injectors that exist now, from the root outputs."""
+        return inventory_from_outputs(self.outputs(), where=str(self.state_path))
+
+    def terminate(self, grace_s: float = 600.0) -> bool:
+        """Stop the running Terraform command the way Terraform wants to be stopped.
+
+        Waits (at most `settle_max_s`) until no create call can be in flight, then sends one
+        SIGINT (a second would make Terraform abandon its state) and waits up to `grace_s` for it
+        to save its state and exit. Returns False if nothing was running. An interruption of this
+        wait sends the SIGINT at once and does not wait. If Terraform outlives `grace_s` it is
+        killed and an InfrastructureError says the state may miss resources.
+        """
+        with self._lock:
+            running = self._running
+        if running is None or running.stopped.is_set():
+            return False
+        try:
+            running.settle(self.settle_s, self.settle_max_s)
+        finally:
+            running.interrupt()
+        if not running.stopped.wait(grace_s):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(running.process.pid, signal.SIGKILL)
+            running.stopped.wait(30)
+            raise InfrastructureError(
+                f"terraform did not stop within {grace_s:.0f} s of SIGINT and was killed; its state may miss resources",
+                where=str(self.workdir),
+                fix="run destroy, then `spike reap` to find anything tagged with this run id",
+            )
+        running.drained.wait(10)
+        return True
+
+    def terraform_seconds(self) -> float:
+        """How long Terraform processes of this workspace ran in total (for overhead figures)."""
+        return sum(run.elapsed_s for run in self.runs)
+
+    def _change(self, verb: str, command: Command, progress: ProgressCallback | None) -> TerraformRun:
+        stream = UiStream()
+        run = self._run(verb, command, stream, progress)
+        if run.interrupted:
+            raise RunInterrupted(
+                f"terraform {verb} was interrupted; Terraform stopped and saved its state in {self.state_path}",
+                where=str(self.workdir),
+                fix="destroy this workspace to remove whatever was created",
+            )
+        if run.returncode != 0:
+            raise self._failure(verb, stream)
+        return run
+
+    def _failure(self, verb: str, stream: UiStream) -> TerraformApplyError:
+        regions = stream.failed_regions()
+        reasons = [f"[{d.region}] {d.render()}" for d in stream.diagnostics] or list(stream.plain_tail)[-5:]
+        where = ", ".join(regions) if regions else "region unknown"
+        if verb == "apply":
+            fix = "destroy this workspace: it removes what apply created in every region, then fix the cause and run again"
+        else:
+            fix = "run destroy again; `spike reap` finds whatever carries this run id's tags"
+        return TerraformApplyError(
+            f"terraform {verb} failed in {where}: "
+            + "; ".join(reasons or ["no diagnostic; see the log"])
+            + f" (log: {self.workdir / f'terraform-{verb}.log'})",
+            regions=regions,
+            diagnostics=list(stream.diagnostics),
+            where=where,
+            fix=fix,
+        )
+
+    def _run(
+        self,
+        verb: str,
+        command: Command,
+        stream: UiStream,
+        progress: ProgressCallback | None,
+        *,
+        keep: Path | None = None,
+    ) -> TerraformRun:
+        """Run `command`, its output going to a file in the workdir that a thread follows and parses.
+
+        Progress callbacks run in the calling thread, in the order Terraform wrote the lines.
+        """
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log_path = keep or self.workdir / f"terraform-{verb}.log"
+        with self._lock:
+            if self._running is not None:
+                raise InfrastructureError(
+                    f"terraform is already running in {self.workdir}", where=str(self.workdir)
+                )
+            with log_path.open("wb") as sink:
+                try:
+                    process = subprocess.Popen(
+                        command.argv,
+                        cwd=command.cwd,
+                        env=process_env(command),
+                        stdin=subprocess.DEVNULL,
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # Ctrl-C reaches spike, which stops Terraform gently
+                    )
+                except OSError as exc:
+                    found = "not found" if isinstance(exc, FileNotFoundError) else f"cannot run: {exc}"
+                    raise PreflightError(
+                        f"program {command.argv[0]!r} {found}",
+                        fix="run `spike doctor` to see what is missing",
+                    ) from exc
+            # Terraform's time starts once it exists: starting it is spike's own overhead.
+            running = self._running = _Running(process, time.monotonic(), log_path, stream)
+        try:
+            running.start_threads(verb)
+            try:
+                while (event := running.events.get()) is not None:
+                    if progress is not None:
+                        progress(event.region, event.event, event.detail)
+            except BaseException:
+                # Ctrl-C, or the callback failed: stop Terraform first, so that its state is saved.
+                self.terminate()
+                raise
+            running.drained.wait()
+        finally:
+            with self._lock:
+                self._running = None
+            if running.stopped.is_set():
+                self.runs.append(running.result(verb))
+        return self.runs[-1]
+
+
+class _Running:
+    """A Terraform process of this workspace: its exit, its parsed output, its creates in flight."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], started: float, log_path: Path, stream: UiStream
+    ) -> None:
+        self.process = process
+        self.started = started
+        self.ended = started
+        self.log_path = log_path
+        self.stream = stream
+        self.interrupted = False
+        self.stopped = threading.Event()  # the process has exited
+        self.drained = threading.Event()  # ... and every line it wrote has been parsed
+        self.events: queue.SimpleQueue[UiEvent | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._creating: dict[str, float] = {}  # resource address -> when its create started
+        self._last_change = started  # a create started or finished
+
+    def start_threads(self, verb: str) -> None:
+        threading.Thread(target=self._wait, name=f"terraform-{verb}-wait", daemon=True).start()
+        threading.Thread(target=self._follow, name=f"terraform-{verb}-follow", daemon=True).start()
+
+    def _wait(self) -> None:
+        self.process.wait()
+        self.ended = time.monotonic()
+        self.stopped.set()
+
+    def _follow(self) -> None:
+        try:
+            with self.log_path.open("rb") as source:
+                partial = b""
+                while True:
+                    chunk = source.readline()
+                    if chunk.endswith(b"\n"):
+                        self._line(partial + chunk)
+                        partial = b""
+                        continue
+                    partial += chunk
+                    if self.stopped.is_set():
+                        # It has exited: whatever is in the file now is all there is.
+                        for raw in (partial + source.read()).splitlines():
+                            self._line(raw)
+                        return
+                    self.stopped.wait(_TAIL_POLL_S)
+        finally:
+            self.drained.set()
+            self.events.put(None)
+
+    def _line(self, raw: bytes) -> None:
+        event = self.stream.feed(raw.decode("utf-8", errors="replace"))
+        if event is None:
+            return
+        if event.action == "create" and event.address:
+            now = time.monotonic()
+            with self._lock:
+                if event.event == "apply_start":
+                    self._creating[event.address] = now
+                    self._last_change = now
+                elif event.event in ("apply_complete", "apply_errored"):
+                    self._creating.pop(event.address, None)
+                    self._last_change = now
+        self.events.put(event)
+
+    def settled(self, settle_s: float, now: float) -> bool:
+        """No create call can be in flight: each announced create is `settle_s` old and nothing has
+        started or finished just now (a finish releases the resources that depend on it)."""
+        with self._lock:
+            recent = [t for t in self._creating.values() if now - t < settle_s]
+            return not recent and now - self._last_change >= _QUIET_S
+
+    def settle(self, settle_s: float, settle_max_s: float) -> None:
+        deadline = time.monotonic() + settle_max_s
+        while not self.stopped.is_set() and time.monotonic() < deadline:
+            if self.settled(settle_s, time.monotonic()):
+                return
+            self.stopped.wait(_TAIL_POLL_S)
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self.interrupted or self.stopped.is_set():
+                return
+            self.interrupted = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGINT)
+
+    def result(self, verb: str) -> TerraformRun:
+        returncode = self.process.returncode if self.process.returncode is not None else -1
+        return TerraformRun(
+            verb, returncode, self.ended - self.started, self.interrupted, self.stream.summary
+        )
+
+
+def process_env(command: Command) -> dict[str, str]:
+    """The environment Terraform runs with: this process's, minus settings that would change what
+    the built command does or make Terraform log internals, plus the command's own."""
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env.update({k: v for k, v in command.env.items() if not k.startswith("TF_LOG")})
+    return env
