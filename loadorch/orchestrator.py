@@ -66,6 +66,7 @@ T = TypeVar("T")
 LIVE_GATLING_PROPERTIES = {"gatling.data.file.bufferSize": "512"}
 ASSERTIONS_FAILED = 2  # Gatling's exit status when its own assertions fail
 GO_FILE = "go"  # holds the shared start instant, on the injector's clock
+WARN_CLOCK_OFFSET_MS = 50.0  # an offset this large is compensated, but says the host's time sync is off
 
 
 class RunObserver(Protocol):
@@ -426,9 +427,11 @@ def _check_clock(clock: ClockCheck, settings: RunSettings, observer: RunObserver
             fix="enable time sync on the injector (chrony/systemd-timesyncd), or raise --max-clock-offset-ms",
         )
     note = "compensated" if settings.compensate_clock else "not compensated"
+    warning = "warning: " if abs(worst) > WARN_CLOCK_OFFSET_MS else ""
     observer.phase(
         "clock",
-        f"injector clock skew {clock.skew_ms:.1f} ms, worst offset {worst:+.1f} ms ({worst_id}); {note}",
+        f"{warning}injector clock skew {clock.skew_ms:.1f} ms, worst offset {worst:+.1f} ms ({worst_id}); {note}"
+        + ("; check the injectors' time sync" if warning else ""),
     )
 
 
@@ -557,6 +560,9 @@ def _conclude(
             "state": _injector_state(r),
             "log": str(r.log_path) if r.log_path else None,
             "ready_margin_ms": _ready_margin_ms(r.handle.results_dir().parent / "console.log"),
+            "release_offset_ms": _release_offset_ms(
+                r.handle.results_dir().parent / "console.log", r.accumulator.origin_ms
+            ),
         }
         for r in runs
     ]
@@ -629,16 +635,27 @@ def _annotate(settings: RunSettings, plan: Plan, time_ms: int, text: str, event:
 
 
 _READY = re.compile(rb"spike: injector \S+ ready, start in (-?\d+) ms")
+_RELEASED = re.compile(rb"spike: injector \S+ released at (\d+)")
 
 
 def _ready_margin_ms(console_log: Path) -> int | None:
     """How long before the shared start the injector was ready (negative: it was late)."""
+    match = _console_match(console_log, _READY)
+    return int(match.group(1)) if match else None
+
+
+def _release_offset_ms(console_log: Path, start_ms: int) -> int | None:
+    """When the injector's start gate opened, on its own clock, against the shared start."""
+    match = _console_match(console_log, _RELEASED)
+    return int(match.group(1)) - start_ms if match else None
+
+
+def _console_match(console_log: Path, pattern: re.Pattern[bytes]) -> re.Match[bytes] | None:
     try:
         with console_log.open("rb") as handle:
-            match = _READY.search(handle.read(1 << 16))
+            return pattern.search(handle.read(1 << 16))
     except OSError:
         return None
-    return int(match.group(1)) if match else None
 
 
 def _injector_state(run: InjectorRun) -> str:

@@ -137,6 +137,7 @@ def judge(
     achieved_ps = achieved_users_per_second(stats)
     margins = [i["ready_margin_ms"] for i in injectors if i.get("ready_margin_ms") is not None]
     firsts = [i["first_request_offset_ms"] for i in injectors if i.get("first_request_offset_ms") is not None]
+    releases = [i["release_offset_ms"] for i in injectors if i.get("release_offset_ms") is not None]
     summary.update(
         requests={"total": stats.requests, "ok": stats.requests_ok, "ko": stats.requests_ko},
         users={"started": stats.users_started, "ended": stats.users_ended},
@@ -161,6 +162,8 @@ def judge(
             "first_request_offset_min": min(firsts) if firsts else None,
             "first_request_spread": max(firsts) - min(firsts) if firsts else None,
             "ready_margin_min": min(margins) if margins else None,
+            # when the start gates opened (each on its own clock, offsets compensated): spike's part
+            "release_spread": max(releases) - min(releases) if releases else None,
         },
         late_injectors=[i["id"] for i in injectors if (i.get("ready_margin_ms") or 0) < 0],
         latency=stats.latency.to_dict(),

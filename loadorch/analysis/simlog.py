@@ -125,7 +125,7 @@ class LogAccumulator:
         self.injector_id = injector_id
         self.region = region
         self.start_at_ms = start_at_ms
-        self._origin_ms = start_at_ms + clock_offset_ms  # the shared start on this injector's clock
+        self.origin_ms = start_at_ms + clock_offset_ms  # the shared start on this injector's clock
         self.requests: Counter[tuple[bytes, bytes, int]] = Counter()
         self.second_latency: Counter[tuple[int, bytes, int]] = Counter()
         self.users_started: Counter[int] = Counter()
@@ -233,7 +233,7 @@ class LogAccumulator:
                 return len(recs)
         n = len(starts)
         rts = list(map(sub, ends, starts))
-        seconds = list(map(floordiv, map(sub, starts, repeat(self._origin_ms, n)), repeat(1000, n)))
+        seconds = list(map(floordiv, map(sub, starts, repeat(self.origin_ms, n)), repeat(1000, n)))
         self.requests.update(zip(keys, statuses, rts, strict=True))
         self.second_latency.update(zip(seconds, statuses, rts, strict=True))
         if _KO in statuses:
@@ -253,7 +253,7 @@ class LogAccumulator:
         n = len(stamps)
         if n:
             self.users_started.update(
-                map(floordiv, map(sub, map(int, stamps), repeat(self._origin_ms, n)), repeat(1000, n))
+                map(floordiv, map(sub, map(int, stamps), repeat(self.origin_ms, n)), repeat(1000, n))
             )
         ended = len(_USER_END_RE.findall(data))
         self.users_ended += ended
@@ -297,7 +297,7 @@ class LogAccumulator:
             region=self.region,
             run_start_ms=self.run_start_ms,
             first_request_start_ms=first,
-            start_skew_ms=None if first is None else first - self._origin_ms,
+            start_skew_ms=None if first is None else first - self.origin_ms,
             last_request_end_ms=self.last_request_end_ms,
             requests=total,
             requests_ko=total - ok,

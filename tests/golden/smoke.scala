@@ -86,6 +86,7 @@ class SpikeSimulation extends Simulation {
       val waitMs = startAt - System.currentTimeMillis()
       println(s"spike: injector $injectorId ready, start in $waitMs ms")
       if (waitMs > 0) Thread.sleep(waitMs)
+      println(s"spike: injector $injectorId released at ${System.currentTimeMillis()}")
       Iterator.continually(Map.empty[String, Any])
     }
   }

@@ -71,7 +71,7 @@ def tagged(moto: MotoServer, run_id: str) -> list[str]:
     return found
 
 
-def aws_args(moto: MotoServer, target: TargetServer, *extra: str) -> list[str]:
+def aws_args(endpoint: str, target: TargetServer, *extra: str) -> list[str]:
     return [
         "--provider",
         "aws",
@@ -80,7 +80,7 @@ def aws_args(moto: MotoServer, target: TargetServer, *extra: str) -> list[str]:
         "--target",
         target.url,
         "--aws-endpoint",
-        moto.endpoint,
+        endpoint,
         "--operator-cidr",
         "127.0.0.1/32",
         "--instance-type",
@@ -115,19 +115,7 @@ def test_bad_input_is_refused_before_any_aws_call(
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
     profile = write_profile(tmp_path, rate_per_s=5, duration_s=duration_s)
-    args = [
-        "--provider",
-        "aws",
-        "--regions",
-        ",".join(REGIONS),
-        "--target",
-        target.url,
-        "--aws-endpoint",
-        "http://127.0.0.1:9",
-        "--operator-cidr",
-        "127.0.0.1/32",
-        *extra,
-    ]
+    args = aws_args("http://127.0.0.1:9", target, *extra)
     result = spike_run(profile, tmp_path / "runs", *args)
     assert result.exit_code == ExitCode.BAD_INPUT, result.output
     assert message in result.output
@@ -139,7 +127,9 @@ def test_apply_in_two_regions_then_unverifiable_host_keys_destroy_everything(
     tmp_path: Path, target: TargetServer, moto: MotoServer, aws_env: dict[str, str]
 ) -> None:
     profile = write_profile(tmp_path, rate_per_s=20, duration_s=10)
-    result = spike_run(profile, tmp_path / "runs", *aws_args(moto, target, "--host-key-timeout", "1"))
+    result = spike_run(
+        profile, tmp_path / "runs", *aws_args(moto.endpoint, target, "--host-key-timeout", "1")
+    )
     assert result.exit_code == ExitCode.INFRASTRUCTURE, result.output
     # apply really created the fleet in both regions before the refusal ...
     (run_id,) = run_ids(tmp_path / "runs")
@@ -170,7 +160,7 @@ def test_ctrl_c_during_apply_leaves_nothing(
         str(profile),
         "--runs-dir",
         str(runs_dir),
-        *aws_args(moto, target, "--host-key-timeout", "1"),
+        *aws_args(moto.endpoint, target, "--host-key-timeout", "1"),
     ]
     log = (tmp_path / "spike.log").open("w+")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **aws_env})

@@ -33,9 +33,11 @@ def test_injector_command_carries_its_shard_and_the_shared_start(tmp_path: Path)
     assert "-Dspike.injector=us-east-1-1" in argv
     assert "-Dspike.baseUrl=http://127.0.0.1:8080" in argv
     assert "-Dspike.feeder.posts=/data/posts.csv" in argv
-    # nothing may call out of this machine: analytics off, no default warm-up URL
+    # nothing may call out of this machine: analytics off, the warm-up request goes to the target
     assert "-Dgatling.data.enableAnalytics=false" in argv
-    assert "-Dgatling.http.warmUpUrl=" in argv
+    assert [a for a in argv if a.startswith("-Dgatling.http.warmUpUrl=")] == [
+        "-Dgatling.http.warmUpUrl=http://127.0.0.1:8080"
+    ]
     main = argv.index("io.gatling.app.Gatling")
     assert argv[main + 1 :][:2] == ["-s", "spike.SpikeSimulation"]
     assert "-nr" in argv and argv[argv.index("-rf") + 1] == str(tmp_path / "r")

@@ -52,6 +52,9 @@ def injector_command(
     properties = {
         **SAFE_GATLING_PROPERTIES,
         **(extra_properties or {}),
+        # the warm-up request exercises the HTTP stack before the start gate, so the first real
+        # request is not the one paying for class loading (the target is validated; nothing else)
+        "gatling.http.warmUpUrl": plan.base_url,
         "spike.baseUrl": plan.base_url,
         "spike.injector": injector.id,
         "spike.startAtMs": str(plan.start_at_ms if start_at_ms is None else start_at_ms),
