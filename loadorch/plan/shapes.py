@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from loadorch.curve import RateCurve
-from loadorch.profiles.model import Profile, StepsShape, ViralShape
+from loadorch.profiles.model import Profile, ReplayShape, StepsShape, ViralShape
 
 # Growth curves are sampled on whole seconds (Gatling injects whole-second
 # segments) and at most this many pieces per phase, which keeps the rendered
@@ -21,6 +21,8 @@ def profile_curve(profile: Profile) -> RateCurve:
         return viral_curve(shape, profile.baseline_rate_per_s)
     if isinstance(shape, StepsShape):
         return steps_curve(shape)
+    if isinstance(shape, ReplayShape):
+        return replay_curve(shape)
     raise TypeError(f"unknown shape {type(shape).__name__}")  # pragma: no cover
 
 
@@ -58,9 +60,28 @@ def steps_curve(shape: StepsShape) -> RateCurve:
     return RateCurve.from_points(points).simplified()
 
 
+def replay_curve(shape: ReplayShape) -> RateCurve:
+    """The recorded curve, time compressed by `speedup` (rates up by as much) and scaled by `scale`.
+
+    Breakpoints land on whole seconds, as Gatling injects whole-second segments; points that
+    round onto one second keep the first and the last (a jump).
+    """
+    factor = shape.scale * shape.speedup
+    rounded: list[tuple[float, float]] = []
+    for t, rate in shape.points:
+        point = (float(round(t / shape.speedup)), rate * factor)
+        if len(rounded) >= 2 and rounded[-1][0] == rounded[-2][0] == point[0]:
+            rounded[-1] = point  # three on one second: the middle one goes
+        else:
+            rounded.append(point)
+    return RateCurve.from_points(rounded).simplified()
+
+
 def phases(profile: Profile) -> list[tuple[str, int]]:
     """The storm's phases as (name, start second): warmup, growth, hold, decay, cooldown, or each step."""
     shape = profile.shape
+    if isinstance(shape, ReplayShape):
+        return [(f"replay of a recorded spike (x{shape.scale:g}, {shape.speedup:g}x speed)", 0)]
     if isinstance(shape, StepsShape):
         out, t = [], 0
         for i, step in enumerate(shape.steps):

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from loadorch.errors import ProfileError
-from loadorch.profiles.model import Profile
+from loadorch.profiles.model import Profile, ReplayShape, check_curve_points
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -75,7 +75,7 @@ def parse_profile(text: str, path: Path) -> LoadedProfile:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise _translate(exc, path, positions) from None
-    return _with_feeders(profile, path, positions)
+    return _with_feeders(_with_replay_curve(profile, path, positions), path, positions)
 
 
 def parse_yaml_model(text: str, path: Path, model: type[M], *, what: str, fix: str) -> M:
@@ -159,9 +159,9 @@ def _translate(
         elif error["type"] == "missing":
             message = "required key is missing"
         elif error["type"] == "union_tag_invalid":
-            message = "shape kind must be one of 'viral', 'steps' ('replay' arrives later)"
+            message = "shape kind must be one of 'viral', 'steps', 'replay'"
         elif error["type"] == "union_tag_not_found":
-            message = "shape needs a kind: one of 'viral', 'steps'"
+            message = "shape needs a kind: one of 'viral', 'steps', 'replay'"
         problems.append((line, col, f"{path}:{line}:{col}: {dotted}: {message}"))
     problems.sort()
     first_line, first_col, _ = problems[0]
@@ -178,7 +178,7 @@ def _data_loc(loc: tuple[Any, ...]) -> Loc:
     # tagged-union members; the YAML has no such level.
     out: list[str | int] = []
     for i, part in enumerate(loc):
-        if i > 0 and loc[i - 1] == "shape" and part in ("viral", "steps"):
+        if i > 0 and loc[i - 1] == "shape" and part in ("viral", "steps", "replay"):
             continue
         out.append(part)
     return tuple(out)
@@ -238,6 +238,45 @@ def _unwrap(annotation: Any) -> Iterator[Any]:
         yield from _unwrap(get_args(annotation)[0])
     else:
         yield annotation
+
+
+def _with_replay_curve(profile: Profile, path: Path, positions: dict[Loc, Position]) -> Profile:
+    """A replay's `curve_file` read into its points (relative to the profile), checked line by line."""
+    shape = profile.shape
+    if not isinstance(shape, ReplayShape) or shape.curve_file is None:
+        return profile
+    line, col = _nearest_position(("shape", "curve_file"), positions)
+    file = (path.parent / shape.curve_file).resolve()
+    fix = "give the CSV `spike replay import` wrote (header t_s,rate_per_s), relative to the profile"
+    points: list[tuple[float, float]] = []
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            rows = csv.reader(handle)
+            header = next(rows, None)
+            if header is None or [h.strip() for h in header[:2]] != ["t_s", "rate_per_s"]:
+                raise ProfileError(
+                    f"{file}:1: expected the header t_s,rate_per_s", where=f"{path}:{line}:{col}", fix=fix
+                )
+            for number, row in enumerate(rows, start=2):
+                if not row:
+                    continue
+                try:
+                    points.append((float(row[0]), float(row[1])))
+                except (ValueError, IndexError):
+                    raise ProfileError(
+                        f"{file}:{number}: not two numbers: {','.join(row)!r}",
+                        where=f"{path}:{line}:{col}",
+                        fix=fix,
+                    ) from None
+    except OSError as exc:
+        raise ProfileError(
+            f"cannot read the replay curve {file}: {exc.strerror}", where=f"{path}:{line}:{col}", fix=fix
+        ) from None
+    try:
+        check_curve_points(tuple(points))
+    except ValueError as exc:
+        raise ProfileError(f"{file}: {exc}", where=f"{path}:{line}:{col}", fix=fix) from None
+    return profile.model_copy(update={"shape": shape.model_copy(update={"points": tuple(points)})})
 
 
 def _with_feeders(profile: Profile, path: Path, positions: dict[Loc, Position]) -> LoadedProfile:

@@ -9,6 +9,7 @@ means (slos). Loading and error reporting live in `loader.py`.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -64,7 +65,47 @@ class StepsShape(Model):
     steps: tuple[Step, ...] = Field(min_length=1)
 
 
-Shape = Annotated[ViralShape | StepsShape, Field(discriminator="kind")]
+class ReplayShape(Model):
+    """A recorded spike's arrival curve (written by `spike replay import`).
+
+    The breakpoints come from `curve_file` (CSV `t_s,rate_per_s`, relative to the profile) or
+    are given inline as `points`; `scale` multiplies the rate, `speedup` compresses time (the
+    same users in less time). `recorded_file` (CSV `second,count`) is the recording itself,
+    against which a run's fidelity is reported.
+    """
+
+    kind: Literal["replay"]
+    curve_file: str | None = Field(default=None, min_length=1)
+    points: tuple[tuple[float, float], ...] = ()
+    recorded_file: str | None = Field(default=None, min_length=1)
+    scale: float = Field(default=1.0, gt=0, le=1000)
+    speedup: float = Field(default=1.0, gt=0, le=1000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReplayShape:
+        if (self.curve_file is None) == (not self.points):
+            raise ValueError("give exactly one of curve_file or points")
+        if self.points:
+            check_curve_points(self.points)
+        return self
+
+
+def check_curve_points(points: tuple[tuple[float, float], ...]) -> None:
+    """Breakpoints a replay may use: from t=0, times never decreasing, rates >= 0, 2 or more."""
+    if len(points) < 2:
+        raise ValueError("a replay curve needs at least two points")
+    if points[0][0] != 0:
+        raise ValueError(f"a replay curve starts at t=0, not t={points[0][0]:g}")
+    for (t0, _), (t1, _) in pairwise(points):
+        if t1 < t0:
+            raise ValueError(f"replay curve times go backwards ({t0:g} then {t1:g})")
+    if any(rate < 0 for _, rate in points):
+        raise ValueError("replay curve rates must be >= 0")
+    if points[-1][0] <= 0:
+        raise ValueError("a replay curve must last longer than 0 s")
+
+
+Shape = Annotated[ViralShape | StepsShape | ReplayShape, Field(discriminator="kind")]
 
 
 class Request(Model):
