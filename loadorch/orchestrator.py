@@ -37,7 +37,7 @@ from loadorch.plan.planner import PlanOptions, plan_run
 from loadorch.plan.shapes import phases
 from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
 from loadorch.profiles.loader import LoadedProfile
-from loadorch.profiles.model import Slos
+from loadorch.profiles.model import ReplayShape, Slos
 from loadorch.providers.base import (
     Artifacts,
     ClockCheck,
@@ -46,6 +46,7 @@ from loadorch.providers.base import (
     Provider,
     TeardownReport,
 )
+from loadorch.replay.fidelity import read_recorded, replay_fidelity
 from loadorch.telemetry import (
     AGENT_DRAIN_TIMEOUT_S,
     TAP_FILE,
@@ -58,7 +59,7 @@ from loadorch.telemetry import (
     wait_until_listening,
     write_agent_config,
 )
-from loadorch.verdict import judge
+from loadorch.verdict import achieved_users_per_second, judge
 
 T = TypeVar("T")
 
@@ -343,6 +344,7 @@ def execute_run(
             forwarder=forwarder,
             clock=clock,
             teardown=teardown,
+            recording=_recording(loaded),
         )
     finally:
         if writer is not None:
@@ -529,6 +531,7 @@ def _conclude(
     forwarder: TapForwarder | None = None,
     clock: ClockCheck | None = None,
     teardown: TeardownReport | None = None,
+    recording: list[float] | None = None,
 ) -> RunOutcome:
     collected_at = time.monotonic()
     observer.phase("collect", "merging every injector's results")
@@ -593,6 +596,9 @@ def _conclude(
         summary["grafana_annotations"] = "failed: " + annotation_error if annotation_error else "added"
     if agent_statuses:
         summary["metrics"] = metrics_summary(agent_statuses, writer, forwarder)
+    if recording is not None and stats is not None:
+        # a replay: how closely the achieved arrivals followed the recording it came from
+        summary["replay_fidelity"] = replay_fidelity(recording, achieved_users_per_second(stats))
     if clock is not None and clock.offsets_ms:
         summary["clock"] = {**clock.to_dict(), "compensated": settings.compensate_clock}
     exit_code = verdict.exit_code
@@ -621,6 +627,15 @@ def _conclude(
         )
         _write_json(run_dir / "summary.json", summary)
     return RunOutcome(plan, run_dir, summary, exit_code, report_path if summary["report"] else None, stats)
+
+
+def _recording(loaded: LoadedProfile) -> list[float] | None:
+    """A replay profile's recording on the run's timeline (None for other shapes, or without one)."""
+    shape = loaded.profile.shape
+    if not isinstance(shape, ReplayShape) or shape.recorded_file is None:
+        return None
+    path = loaded.source.parent / shape.recorded_file
+    return read_recorded(path, scale=shape.scale, speedup=shape.speedup)
 
 
 def _annotate(settings: RunSettings, plan: Plan, time_ms: int, text: str, event: str) -> str | None:

@@ -1,0 +1,1 @@
+"""Replays of recorded spikes: import (sources, mix, compaction) and fidelity to the recording."""
