@@ -30,6 +30,9 @@ from loadorch.engine.gatling.build import CompiledSimulation, cached_simulation,
 from loadorch.engine.gatling.command import injector_command, reports_only_command
 from loadorch.engine.gatling.render import render_simulation
 from loadorch.errors import ExitCode, InjectorError, SpikeError
+from loadorch.history.compare import compare_to_baseline
+from loadorch.history.registry import history_lines, record_run
+from loadorch.history.spike_slos import spike_slo_summary
 from loadorch.livestream import LiveStream
 from loadorch.metrics.run_points import event_line, start_lines, summary_lines
 from loadorch.plan.model import InjectorPlan, Plan
@@ -37,7 +40,7 @@ from loadorch.plan.planner import PlanOptions, plan_run
 from loadorch.plan.shapes import phases
 from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
 from loadorch.profiles.loader import LoadedProfile
-from loadorch.profiles.model import ReplayShape, Slos
+from loadorch.profiles.model import Profile, ReplayShape, Slos
 from loadorch.providers.base import (
     Artifacts,
     ClockCheck,
@@ -106,6 +109,9 @@ class RunSettings:
     max_clock_offset_ms: float = 250.0  # refuse injectors whose clock is further off than this
     compensate_clock: bool = True  # each injector waits for the shared instant on its own clock
     forward_drain_s: float = 30.0  # how long the last forwarded points may take to reach InfluxDB
+    history_db: Path | None = None  # record the run in this registry (the CLI: spike's history.sqlite)
+    baseline: str | None = None  # "last-passing" or a run id: a regression beyond tolerances fails the run
+    schedule: str | None = None  # the schedule that started this run, recorded with it
 
 
 @dataclass(frozen=True)
@@ -329,7 +335,7 @@ def execute_run(
     agent_statuses = {name: read_status(workdir) for name, (_, workdir) in agents.items()}
 
     try:
-        return _conclude(
+        outcome = _conclude(
             plan,
             profile.slos,
             run_dir,
@@ -346,6 +352,8 @@ def execute_run(
             teardown=teardown,
             recording=_recording(loaded),
         )
+        _judge_history(outcome, profile, settings, writer)
+        return outcome
     finally:
         if writer is not None:
             writer.close()
@@ -627,6 +635,57 @@ def _conclude(
         )
         _write_json(run_dir / "summary.json", summary)
     return RunOutcome(plan, run_dir, summary, exit_code, report_path if summary["report"] else None, stats)
+
+
+def _judge_history(
+    outcome: RunOutcome, profile: Profile, settings: RunSettings, writer: RunWriter | None
+) -> None:
+    """Spike SLOs, the baseline comparison and the run's entry in the history registry.
+
+    A broken registry never hides the run's own verdict: its error lands in summary.json.
+    """
+    plan, summary = outcome.plan, outcome.summary
+    if outcome.stats is not None and outcome.stats.requests:
+        summary["spike_slos"] = spike_slo_summary(outcome.stats, plan, profile.slos)
+    if settings.baseline is not None and settings.history_db is not None:
+        try:
+            comparison = compare_to_baseline(
+                summary,
+                settings.baseline,
+                plan.profile_name,
+                plan_digest=plan.profile_digest,
+                provider=plan.provider,
+                db=settings.history_db,
+            )
+        except SpikeError as exc:
+            summary["regression"] = {"error": exc.render()}
+            comparison = None
+        if comparison is not None:
+            summary["regression"] = comparison.to_dict()
+            if comparison.verdict == "regressed" and summary.get("verdict") == "passed":
+                summary["verdict"] = "failed"
+                summary["reason"] = f"regressed against {comparison.baseline_run_id}: " + ", ".join(
+                    comparison.regressed_requests or ["all requests"]
+                )
+                outcome.exit_code = ExitCode.SLO_FAILED
+        elif "regression" not in summary:
+            summary["regression"] = {"note": f"no baseline ({settings.baseline}) to compare with yet"}
+    if settings.history_db is not None:
+        try:
+            record = record_run(
+                summary,
+                profile=plan.profile_name,
+                plan_digest=plan.profile_digest,
+                provider=plan.provider,
+                schedule=settings.schedule,
+                db=settings.history_db,
+            )
+            if writer is not None:
+                writer.write(history_lines(record))
+            summary["history"] = str(settings.history_db)
+        except SpikeError as exc:
+            summary["history"] = f"not recorded: {exc.message}"
+    _write_json(outcome.run_dir / "summary.json", summary)
 
 
 def _recording(loaded: LoadedProfile) -> list[float] | None:

@@ -7,7 +7,20 @@ from typing import Annotated
 import typer
 
 from loadorch import __version__
-from loadorch.cli import agent, build, dashboards, doctor, plan, profiles, reap, run, stack, target
+from loadorch.cli import (
+    agent,
+    build,
+    dashboards,
+    doctor,
+    history,
+    plan,
+    profiles,
+    reap,
+    run,
+    schedule,
+    stack,
+    target,
+)
 from loadorch.cli.common import set_debug
 
 app = typer.Typer(
@@ -21,6 +34,7 @@ app.add_typer(profiles.app, name="profiles")
 app.add_typer(target.app, name="target")
 app.add_typer(stack.app, name="stack")
 app.add_typer(dashboards.app, name="dashboards")
+app.add_typer(schedule.app, name="schedule")
 app.command("run")(run.run)
 app.command("plan")(plan.plan)
 app.command("build")(build.build)
@@ -28,6 +42,8 @@ app.command("doctor")(doctor.doctor)
 app.command("agent")(agent.agent)
 app.command("reap")(reap.reap)
 app.command("prices")(reap.prices)
+app.command("history")(history.history)
+app.command("compare")(history.compare)
 
 
 def _version(value: bool) -> None:

@@ -35,6 +35,7 @@ from loadorch.cli.fleet import (
 )
 from loadorch.cli.live import TerminalObserver, render_summary
 from loadorch.dashboards.grafana import load_key
+from loadorch.history.registry import default_db_path
 from loadorch.orchestrator import RunSettings, execute_run
 from loadorch.paths import build_cache_dir
 from loadorch.profiles.loader import load_profile
@@ -113,6 +114,18 @@ def run(
         typer.Option(help="Annotate the run's start and end in this Grafana (key: $SPIKE_GRAFANA_KEY)."),
     ] = None,
     grafana_key_file: Annotated[Path | None, typer.Option(help="A file holding the Grafana API key.")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Fail (exit 1) on a regression against this run: last-passing (of the same profile) or a run id."
+        ),
+    ] = None,
+    history: Annotated[
+        bool, typer.Option("--history/--no-history", help="Record the run in spike's run history.")
+    ] = True,
+    schedule: Annotated[
+        str | None, typer.Option(hidden=True, help="The schedule that started this run.")
+    ] = None,
 ) -> None:
     """Run a load profile for real with Gatling injectors, then judge it against its SLOs.
 
@@ -171,6 +184,9 @@ def run(
                 influx=influx,
                 grafana_url=grafana_url,
                 grafana_key=grafana_key,
+                history_db=default_db_path() if history or baseline else None,
+                baseline=baseline,
+                schedule=schedule,
             ),
             regions=parse_regions(regions),
             target=target,
@@ -200,6 +216,24 @@ def run(
             f"metrics: {metrics['points_written']:,} points written by the agents, {metrics['spooled']:,} spooled "
             f"during outages, {metrics['dropped']:,} dropped; {metrics['orchestrator_points_written']:,} run points"
         )
+    regression = summary.get("regression")
+    if regression and "rows" in regression:
+        state = (
+            "[bold red]regressed[/]"
+            if regression["regressed_requests"] or any(r["status"] == "regressed" for r in regression["rows"])
+            else "[green]no regression[/]"
+        )
+        console.print(
+            f"baseline {regression['baseline_run_id']}: {state}"
+            + (
+                f" ({', '.join(regression['regressed_requests'])})"
+                if regression["regressed_requests"]
+                else ""
+            )
+            + "; `spike compare` shows every row"
+        )
+    elif regression:
+        console.print(f"baseline: {regression.get('note') or regression.get('error')}")
     clock = summary.get("clock")
     if clock:
         console.print(

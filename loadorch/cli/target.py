@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,6 +31,12 @@ def serve(
         float, typer.Option(min=0, help="Deliberate slowdown on every limited request (regression drills).")
     ] = 0.0,
     posts: Annotated[int, typer.Option(min=1, help="Posts with ids 1..N exist.")] = 500,
+    access_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append every request here in the combined log format (what `spike replay import` reads)."
+        ),
+    ] = None,
 ) -> None:
     """Serve a social feed (feed, post, like, create) with bounded capacity until Ctrl-C."""
     config = TargetConfig(
@@ -40,6 +47,7 @@ def serve(
         queue_timeout_ms=queue_timeout_ms,
         extra_latency_ms=extra_latency_ms,
         posts=posts,
+        access_log=str(access_log) if access_log else None,
     )
 
     def ready(url: str) -> None:

@@ -122,6 +122,7 @@ class TargetConfig:
     queue_timeout_ms: float = 250  # a request waiting longer than this for a slot gets 503
     extra_latency_ms: float = 0  # deliberate slowdown added to every limited request
     posts: int = 500  # posts with ids 1..posts exist
+    access_log: str | None = None  # append each request here in the combined log format (as nginx)
 
 
 def check_config(config: TargetConfig) -> None:
@@ -343,6 +344,10 @@ class _App:
         self.conns: set[_HttpProtocol] = set()
         self.started = time.monotonic()
         self._date_second = -1
+        self._log_second = -1
+        self._log_stamp = b""
+        self.access_log = open(config.access_log, "ab", buffering=1 << 16) if config.access_log else None  # noqa: SIM115
+
         self._date = b""
         # Counters. Every dict is filled with all its keys up front, so `stats()` can copy
         # them from another thread without "dictionary changed size during iteration".
@@ -383,6 +388,24 @@ class _App:
         )
 
     # ---- counters -------------------------------------------------------------------
+
+    def log_access(self, req: _Request, status: int, size: int) -> None:
+        """One combined-format line (`spike replay import` reads these, as it reads nginx's)."""
+        assert self.access_log is not None
+        now = int(time.time())
+        if now != self._log_second:
+            self._log_second = now
+            self._log_stamp = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime(now)).encode()
+        target = req.path + (b"?" + req.query if req.query else b"")
+        self.access_log.write(
+            b'127.0.0.1 - - %s "%s %s HTTP/1.1" %d %d "-" "-"\n'
+            % (self._log_stamp, req.method or b"-", target or b"-", status, size)
+        )
+
+    def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
+            self.access_log = None
 
     def stats(self) -> dict[str, Any]:
         responses = self.responses.copy()
@@ -779,6 +802,8 @@ class _HttpProtocol(asyncio.Protocol):
     ) -> None:
         """Write one complete response; close afterwards if the request (or `close`) says so."""
         self.app.responses[status] += 1
+        if self.app.access_log is not None:
+            self.app.log_access(req, status, len(body))
         keep_alive = req.keep_alive and not close
         if not keep_alive:
             connection = b"Connection: close\r\n"
@@ -943,6 +968,7 @@ async def _shutdown(server: asyncio.AbstractServer, app: _App, sweeper: asyncio.
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await server.wait_closed()
+    app.close()
 
 
 @contextlib.contextmanager
