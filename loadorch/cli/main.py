@@ -16,6 +16,7 @@ from loadorch.cli import (
     plan,
     profiles,
     reap,
+    replay,
     run,
     schedule,
     stack,
@@ -35,6 +36,7 @@ app.add_typer(target.app, name="target")
 app.add_typer(stack.app, name="stack")
 app.add_typer(dashboards.app, name="dashboards")
 app.add_typer(schedule.app, name="schedule")
+app.add_typer(replay.app, name="replay")
 app.command("run")(run.run)
 app.command("plan")(plan.plan)
 app.command("build")(build.build)

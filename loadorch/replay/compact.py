@@ -2,8 +2,9 @@
 
 The bounds (`compact_curve`):
 
-* windows: the recording is cut into aligned 60-s windows [60k, 60k + 60) s from its first
-  second (the last one may be shorter). For each window w with recorded count W_w, the curve's
+* windows: the recording is cut into aligned windows of `window_s` seconds from its first
+  second (the last one may be shorter): a minute, or a hundredth of a short recording, at least
+  5 s (`window_for`), so a spike of a few minutes keeps its shape. For each window w with recorded count W_w, the curve's
   integral over the window must differ from W_w by at most
   ``tol_w = max(max_minute_error * W_w, minute_floor)``. The absolute floor (default 5
   arrivals) keeps near-empty windows, where 2% is a fraction of one request, from forcing one
@@ -38,14 +39,27 @@ WINDOW_S = 60
 DEFAULT_MINUTE_FLOOR = 5.0
 
 
+def window_for(seconds: int) -> int:
+    """The error windows' length: a minute, shorter for short recordings.
+
+    A recording of a few minutes or less has few minutes (or none whole), and a bound per minute
+    would say nothing about its shape: a second-scale spike would become one straight line. The
+    windows are a hundredth of the recording, between 5 s and 60 s.
+    """
+    return max(5, min(WINDOW_S, seconds // 100))
+
+
 class _Fitter:
-    def __init__(self, counts: Sequence[int], max_minute_error: float, minute_floor: float) -> None:
+    def __init__(
+        self, counts: Sequence[int], max_minute_error: float, minute_floor: float, window_s: int = WINDOW_S
+    ) -> None:
+        self.window_s = window_s
         self.n = len(counts)
         self.p0 = [0, *accumulate(counts)]
         self.p1 = [0, *accumulate(i * c for i, c in enumerate(counts))]
         self.tol = []
-        for start in range(0, self.n, WINDOW_S):
-            recorded = self.p0[min(start + WINDOW_S, self.n)] - self.p0[start]
+        for start in range(0, self.n, window_s):
+            recorded = self.p0[min(start + window_s, self.n)] - self.p0[start]
             self.tol.append(max(max_minute_error * recorded, minute_floor))
 
     def line(self, a: int, b: int) -> tuple[float, float]:
@@ -74,11 +88,11 @@ class _Fitter:
         if b - a == 1:
             return True
         ra, rb = self.line(a, b)
-        window = a // WINDOW_S
+        window = a // self.window_s
         x, err_x = a, 0.0
         while x < b:
-            w_start = window * WINDOW_S
-            w_end = min(w_start + WINDOW_S, self.n)
+            w_start = window * self.window_s
+            w_end = min(w_start + self.window_s, self.n)
             y = min(w_end, b)
             err_y = 0.0 if y == b else self.error_at(a, b, ra, rb, y)
             whole = x == w_start and y == w_end
@@ -88,7 +102,7 @@ class _Fitter:
         return True
 
     def longest_from(self, a: int) -> int:
-        good, length = a + 1, WINDOW_S
+        good, length = a + 1, self.window_s
         while True:
             b = min(a + length, self.n)
             if not self.acceptable(a, b):
@@ -113,10 +127,12 @@ def compact_curve(
     max_total_error: float = 0.01,
     max_minute_error: float = 0.02,
     minute_floor: float = DEFAULT_MINUTE_FLOOR,
+    window_s: int | None = None,
 ) -> RateCurve:
     """A RateCurve with few segments through per-second counts; times from the first second.
 
-    See the module docstring for the exact bounds and the method. Raises BadInputError for an
+    See the module docstring for the exact bounds and the method; `window_s` (default:
+    `window_for` the recording's length) replaces the minute. Raises BadInputError for an
     empty or all-zero recording or non-positive tolerances.
     """
     values = list(counts.counts)
@@ -127,7 +143,7 @@ def compact_curve(
             "error bounds must be > 0 (and the minute floor >= 0)",
             fix="e.g. max_total_error=0.01, max_minute_error=0.02",
         )
-    fitter = _Fitter(values, max_minute_error, minute_floor)
+    fitter = _Fitter(values, max_minute_error, minute_floor, window_s or window_for(len(values)))
     points: list[tuple[float, float]] = []
     a = 0
     while a < fitter.n:
@@ -194,7 +210,7 @@ def planned_per_second(curve: RateCurve, seconds: int) -> list[float]:
 
 
 def fit_report(
-    counts: SecondCounts, curve: RateCurve, *, min_window_count: int = 100
+    counts: SecondCounts, curve: RateCurve, *, min_window_count: int = 100, window_s: int | None = None
 ) -> dict[str, float | int | None]:
     """How well `curve` (times from counts.start_ms) matches the recorded counts.
 
@@ -211,9 +227,10 @@ def fit_report(
     total = sum(recorded)
     planned_total = sum(planned)
     worst_rel, worst_abs = 0.0, 0.0
-    for start in range(0, len(recorded), WINDOW_S):
-        got = sum(recorded[start : start + WINDOW_S])
-        err = abs(sum(planned[start : start + WINDOW_S]) - got)
+    window = window_s or window_for(len(recorded))
+    for start in range(0, len(recorded), window):
+        got = sum(recorded[start : start + window])
+        err = abs(sum(planned[start : start + window]) - got)
         worst_abs = max(worst_abs, err)
         if got >= min_window_count:
             worst_rel = max(worst_rel, err / got)
@@ -227,6 +244,7 @@ def fit_report(
         "total_error": abs(planned_total - total) / total if total else None,
         "worst_minute_error": worst_rel,
         "worst_minute_abs_error": worst_abs,
+        "window_s": window,
         "mape_pct_over_active_seconds": mape,
         "correlation": _pearson(planned, [float(r) for r in recorded]),
     }

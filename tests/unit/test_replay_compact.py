@@ -10,7 +10,7 @@ import pytest
 
 from loadorch.curve import RateCurve
 from loadorch.errors import BadInputError
-from loadorch.replay.compact import compact_curve, fit_report, planned_per_second, transform
+from loadorch.replay.compact import compact_curve, fit_report, planned_per_second, transform, window_for
 from loadorch.replay.sources import SecondCounts
 
 
@@ -112,12 +112,21 @@ def test_fit_report() -> None:
     exact = fit_report(counts, RateCurve.from_points([(0, 10), (120, 10)]))
     assert exact["total_error"] == 0 and exact["worst_minute_error"] == 0 and exact["segments"] == 1
     assert exact["mape_pct_over_active_seconds"] == 0 and exact["correlation"] is None
-    off = fit_report(counts, RateCurve.from_points([(0, 11), (120, 11)]))
+    off = fit_report(counts, RateCurve.from_points([(0, 11), (120, 11)]), window_s=60)
     assert off["total_error"] == pytest.approx(0.1) and off["worst_minute_error"] == pytest.approx(0.1)
     assert off["mape_pct_over_active_seconds"] == pytest.approx(10)
     ramp = SecondCounts(0, array("q", range(100)))
     fitted = fit_report(ramp, RateCurve.from_points([(0, 0), (100, 100)]))
     assert fitted["correlation"] == pytest.approx(1.0)
+
+
+def test_short_recordings_are_judged_on_shorter_windows_so_a_spike_keeps_its_shape() -> None:
+    assert (window_for(35), window_for(3_000), window_for(86_400)) == (5, 30, 60)
+    # 35 s: 10 s at 40/s, a jump to 160/s for 15 s, back to 40/s for 10 s
+    recorded = [40] * 10 + [160] * 15 + [40] * 10
+    curve = compact_curve(SecondCounts(0, array("q", recorded)))
+    planned = [curve.users_between(i, i + 1) for i in range(35)]
+    assert max(abs(p - r) / r for p, r in zip(planned, recorded, strict=True)) < 0.05
 
 
 def test_planned_per_second_matches_users_between() -> None:
