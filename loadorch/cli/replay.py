@@ -53,14 +53,14 @@ def _instant(text: str) -> int | None:
 @app.command("import")
 @handles_errors
 def import_(
-    source: Annotated[
-        Path,
-        typer.Argument(
-            help="An access log (nginx/Apache combined, ALB, .gz too), a CSV "
-            "(timestamp,count[,path]) or a spike run directory."
-        ),
-    ],
     name: Annotated[str, typer.Option(help="The new profile's name.")],
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            help="An access log (nginx/Apache combined, ALB, .gz too), a CSV (timestamp,count[,path]) or a "
+            "spike run directory; omit it with --influx-url and --query."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where the profile and its files are written.")] = Path("."),
     fmt: Annotated[
         str | None, typer.Option("--format", help="combined, alb, csv or spike-run (default: detected).")
@@ -79,6 +79,18 @@ def import_(
         str | None, typer.Option(help="Only FROM..TO of the recording (ISO 8601 or epoch s).")
     ] = None,
     top: Annotated[int, typer.Option(min=1, help="Keep the N most requested path templates.")] = 20,
+    influx_url: Annotated[str | None, typer.Option(help="Read the recording from this InfluxDB.")] = None,
+    query: Annotated[
+        str | None, typer.Option(help="With --influx-url: a query returning one series of request counts.")
+    ] = None,
+    language: Annotated[str, typer.Option(help="The query's language: influxql or flux.")] = "influxql",
+    influx_db: Annotated[str | None, typer.Option(help="InfluxQL: the database.")] = None,
+    influx_org: Annotated[
+        str | None, typer.Option(help="Flux: the organisation (token: $SPIKE_INFLUX_TOKEN).")
+    ] = None,
+    values_are: Annotated[
+        str, typer.Option(help="The series' values: count (requests per interval) or rate (per second).")
+    ] = "count",
     query_values: Annotated[
         str,
         typer.Option(
@@ -88,12 +100,26 @@ def import_(
     ] = "placeholder",
 ) -> None:
     """Turn a recorded spike into a profile that reproduces its curve and its request mix."""
-    from loadorch.replay.importer import ImportOptions, import_recording
+    from loadorch.replay.importer import ImportOptions, InfluxQuery, import_recording
 
     if query_values not in ("placeholder", "literal", "drop"):
         raise typer.BadParameter("valid values: placeholder, literal, drop", param_hint="--query-values")
+    if language not in ("influxql", "flux") or values_are not in ("count", "rate"):
+        raise typer.BadParameter("--language: influxql or flux; --values-are: count or rate")
+    recording: Path | InfluxQuery
+    if influx_url is not None or query is not None:
+        if influx_url is None or query is None or source is not None:
+            raise BadInputError(
+                "an InfluxDB recording needs --influx-url and --query, and no SOURCE file",
+                fix="e.g. --influx-url http://127.0.0.1:8086 --influx-db prod --query 'SELECT sum(count) ...'",
+            )
+        recording = InfluxQuery(influx_url, query, language, influx_db, influx_org, values_are)  # type: ignore[arg-type]
+    elif source is None:
+        raise BadInputError("give a recording: a SOURCE file or directory, or --influx-url with --query")
+    else:
+        recording = source
     result = import_recording(
-        source,
+        recording,
         out,
         ImportOptions(
             name=name,

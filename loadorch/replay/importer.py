@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -30,9 +30,33 @@ from loadorch.errors import BadInputError
 from loadorch.profiles.loader import load_profile
 from loadorch.replay.compact import compact_curve, fit_report
 from loadorch.replay.mix import QueryValues, RequestMix, build_mix
-from loadorch.replay.sources import Hit, ReadStats, SecondCounts, read_hits, spike_run_hits
+from loadorch.replay.sources import (
+    Hit,
+    ReadStats,
+    SecondCounts,
+    influx_series,
+    read_hits,
+    series_hits,
+    spike_run_hits,
+)
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class InfluxQuery:
+    """A recording that lives in InfluxDB: a query returning one time series of request counts."""
+
+    url: str
+    query: str
+    language: Literal["influxql", "flux"] = "influxql"
+    database: str | None = None
+    org: str | None = None
+    values_are: Literal["count", "rate"] = "count"  # requests per interval, or per second
+
+    @property
+    def name(self) -> str:
+        return f"an InfluxDB {self.language} query"
 
 
 @dataclass(frozen=True)
@@ -64,8 +88,8 @@ class ImportResult:
     files: list[Path] = field(default_factory=list)
 
 
-def import_recording(source: Path, out_dir: Path, options: ImportOptions) -> ImportResult:
-    """Read `source` (a log file, a CSV or a spike run directory) and write the replay profile."""
+def import_recording(source: Path | InfluxQuery, out_dir: Path, options: ImportOptions) -> ImportResult:
+    """Read `source` (a log file, a CSV, a spike run directory or an InfluxDB query); write the profile."""
     if not NAME.match(options.name):
         raise BadInputError(
             f"profile name {options.name!r} is not valid",
@@ -73,11 +97,24 @@ def import_recording(source: Path, out_dir: Path, options: ImportOptions) -> Imp
         )
     from loadorch.replay.sources import detect_format
 
-    fmt = options.fmt or detect_format(source)
     stats = ReadStats()
     by_second: dict[int, int] = {}
-    if fmt == "spike-run":
-        _count(spike_run_hits(source, kind="users", stats=stats), by_second, options.window)
+    mix: RequestMix | None
+    if isinstance(source, InfluxQuery):
+        fmt = f"influx-{source.language}"
+        points = influx_series(
+            source.url, source.query, language=source.language, database=source.database, org=source.org
+        )
+        stats.lines = stats.parsed = len(points)
+        _drain(
+            _count(
+                series_hits(points, values_are=source.values_are, where=source.url), by_second, options.window
+            )
+        )
+        mix = None
+        scenario = _default_scenario()
+    elif (fmt := options.fmt or detect_format(source)) == "spike-run":
+        _drain(_count(spike_run_hits(source, kind="users", stats=stats), by_second, options.window))
         mix = None
         scenario = _spike_run_scenario(source, out_dir, options)
     else:
@@ -99,6 +136,11 @@ def import_recording(source: Path, out_dir: Path, options: ImportOptions) -> Imp
     files = _write(out_dir, options, curve, counts, scenario, scale, fmt, source, fit)
     loaded = load_profile(files[0])  # what was written is a valid profile, or the import fails here
     return ImportResult(loaded.source, curve, counts, fit, stats, mix, scale, files)
+
+
+def _drain(hits: Iterable[Hit]) -> None:
+    for _ in hits:
+        pass
 
 
 def _count(
@@ -193,7 +235,7 @@ def _write(
     scenario: dict[str, Any],
     scale: float,
     fmt: str,
-    source: Path,
+    source: Path | InfluxQuery,
     fit: dict[str, Any],
 ) -> list[Path]:
     name = options.name
