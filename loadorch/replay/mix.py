@@ -43,6 +43,7 @@ _BASE64ISH = re.compile(r"^[A-Za-z0-9+/_-]{24,}={0,2}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _NAME_CHARS = re.compile(r"[^a-z0-9]+")
 _CACHE_LIMIT = 100_000
+_FOLD_EVERY = 200_000  # distinct (method, path, status) triples held before they are folded
 
 
 @dataclass(frozen=True)
@@ -228,28 +229,44 @@ def build_mix(
     reservoirs: dict[tuple[str, str], dict[str, _Reservoir]] = {}
     sensitive = 0
     total = 0
+
+    def fold(raw: dict[tuple[str, str, int], int]) -> None:
+        """Distinct (method, path, status) with their counts into the tallies and reservoirs."""
+        nonlocal total, sensitive
+        for (method, path, status), weight in raw.items():
+            normalised = cache.get(path)
+            if normalised is None:
+                if len(cache) > _CACHE_LIMIT:
+                    cache.clear()
+                normalised = cache[path] = normalise_path(path, query_values=query_values)
+            template, values, secret = normalised
+            key = (method, template)
+            tally = tallies.get(key)
+            if tally is None:
+                tally = tallies[key] = _Tally()
+                reservoirs[key] = {}
+            total += weight
+            tally.requests += weight
+            tally.statuses[status] = tally.statuses.get(status, 0) + weight
+            sensitive += secret * weight
+            for name, value in values:
+                pool = reservoirs[key].get(name)
+                if pool is None:
+                    pool = reservoirs[key][name] = _Reservoir(reservoir_size, rng)
+                pool.add(value)
+
+    # The hot loop only counts raw (method, path, status) triples: one dict update per line.
+    # Templates are made per distinct triple, in bounded batches (memory stays flat even when
+    # every path is unique); a feeder then samples distinct observed values.
+    raw: dict[tuple[str, str, int], int] = {}
+    get = raw.get
     for hit in hits:
-        normalised = cache.get(hit.path)
-        if normalised is None:
-            if len(cache) > _CACHE_LIMIT:
-                cache.clear()
-            normalised = cache[hit.path] = normalise_path(hit.path, query_values=query_values)
-        template, values, secret = normalised
-        key = (hit.method, template)
-        tally = tallies.get(key)
-        if tally is None:
-            tally = tallies[key] = _Tally()
-            reservoirs[key] = {}
-        weight = hit.requests
-        total += weight
-        tally.requests += weight
-        tally.statuses[hit.status] = tally.statuses.get(hit.status, 0) + weight
-        sensitive += secret * weight
-        for name, value in values:
-            pool = reservoirs[key].get(name)
-            if pool is None:
-                pool = reservoirs[key][name] = _Reservoir(reservoir_size, rng)
-            pool.add(value)
+        triple = (hit[1], hit[2], hit[3])
+        raw[triple] = get(triple, 0) + hit[4]
+        if len(raw) >= _FOLD_EVERY:
+            fold(raw)
+            raw.clear()
+    fold(raw)
     ranked = sorted(tallies.items(), key=lambda item: (-item[1].requests, item[0]))
     kept = ranked[:top_n]
     kept_total = sum(t.requests for _, t in kept)
