@@ -44,7 +44,10 @@ def add(
         str, typer.Option("--tz", help="Time zone of the cron expression (IANA name).")
     ] = "UTC",
     notify: Annotated[
-        str | None, typer.Option(help="POST each run's verdict JSON to this webhook URL.")
+        str | None,
+        typer.Option(
+            "--notify-webhook", "--notify", help="POST each run's verdict JSON to this webhook URL."
+        ),
     ] = None,
     results_dir: Annotated[
         Path | None,

@@ -18,8 +18,8 @@ def test_a_slowed_target_fails_against_the_last_passing_run_and_names_the_reques
 ) -> None:
     db = tmp_path / "history.sqlite"
     env = {"SPIKE_HISTORY_DB": str(db)}
-    # 60 users/s for 8 s: > 100 samples of each request, the comparison's minimum
-    profile = write_profile(tmp_path, name="hist", rate_per_s=60, duration_s=8)
+    # 80 users/s for 10 s: read_post (a quarter) has ~200 samples, well over the comparison's minimum of 100
+    profile = write_profile(tmp_path, name="hist", rate_per_s=80, duration_s=10)
     first = spike_run(profile, tmp_path / "runs", "--target", target.url, "--html-report", "off", env=env)
     assert first.exit_code == ExitCode.PASSED, first.output
     assert "no baseline" not in first.output  # no --baseline: nothing compared
