@@ -246,11 +246,12 @@ def fit_report(
         "worst_minute_abs_error": worst_abs,
         "window_s": window,
         "mape_pct_over_active_seconds": mape,
-        "correlation": _pearson(planned, [float(r) for r in recorded]),
+        "correlation": pearson(planned, [float(r) for r in recorded]),
     }
 
 
-def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's r of two equally long series; None when either is constant or too short."""
     n = len(xs)
     if n < 2:
         return None

@@ -11,11 +11,11 @@ Pearson correlation over the whole run.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from loadorch.errors import BadInputError
+from loadorch.replay.compact import pearson
 
 MIN_RATE_FOR_MAPE = 50.0  # users/s
 
@@ -58,19 +58,6 @@ def replay_fidelity(
         "seconds": n,
         "seconds_in_mape": len(errors),
         "mape_pct": round(100 * sum(errors) / len(errors), 3) if errors else None,
-        "correlation": _pearson(rec, got),
+        "correlation": None if (r := pearson(rec, got)) is None else round(r, 5),
         "min_rate_for_mape": min_rate,
     }
-
-
-def _pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
-    n = len(a)
-    if n < 2:
-        return None
-    mean_a, mean_b = sum(a) / n, sum(b) / n
-    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b, strict=True))
-    var_a = sum((x - mean_a) ** 2 for x in a)
-    var_b = sum((y - mean_b) ** 2 for y in b)
-    if var_a == 0 or var_b == 0:
-        return None
-    return round(cov / math.sqrt(var_a * var_b), 5)
