@@ -20,11 +20,13 @@ from loadorch.cli.main import app
 from loadorch.errors import ExitCode
 from loadorch.target.server import TargetConfig, TargetServer
 
+# ramps of 10 s: a second's arrivals on a ramp depend on where the second starts, and neither the
+# recording (whole-second log times) nor the run can place that closer than a fraction of a second
 STORM = """  steps:
     - {duration_s: 8, rate_per_s: 40}
-    - {duration_s: 6, rate_per_s: 160, ramp: true}
-    - {duration_s: 10, rate_per_s: 160}
-    - {duration_s: 6, rate_per_s: 40, ramp: true}"""
+    - {duration_s: 10, rate_per_s: 160, ramp: true}
+    - {duration_s: 15, rate_per_s: 160}
+    - {duration_s: 10, rate_per_s: 40, ramp: true}"""
 
 
 def roomy(access_log: Path | None = None) -> TargetServer:
@@ -41,7 +43,7 @@ def roomy(access_log: Path | None = None) -> TargetServer:
 def test_record_import_and_replay_a_spike(tmp_path: Path) -> None:
     # 1. record: a real storm against the sample target, which logs every request
     access_log = tmp_path / "access.log"
-    profile = write_profile(tmp_path, name="recorded", rate_per_s=40, duration_s=30)
+    profile = write_profile(tmp_path, name="recorded", rate_per_s=40, duration_s=30)  # steps replaced below
     profile.write_text(profile.read_text().replace("  steps:\n    - {duration_s: 30, rate_per_s: 40}", STORM))
     target = roomy(access_log)
     try:

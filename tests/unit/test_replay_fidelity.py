@@ -28,6 +28,13 @@ def test_mape_only_where_the_recording_is_busy_and_correlation_everywhere() -> N
     assert replay_fidelity([1.0, 1.0], [1, 1])["correlation"] is None  # no variance: undefined
 
 
+def test_a_run_a_second_late_is_aligned_and_says_so() -> None:
+    recorded = [10.0, 60.0, 120.0, 180.0, 120.0, 60.0, 10.0, 10.0]
+    late = [0, 10, 60, 120, 180, 120, 60, 10]  # the same curve, one second later
+    result = replay_fidelity(recorded, late, min_rate=50)
+    assert result["lag_s"] == 1 and result["mape_pct"] == 0 and result["correlation"] > 0.99
+
+
 def test_a_bad_recording_is_named(tmp_path: Path) -> None:
     path = tmp_path / "recorded.csv"
     path.write_text("second,count\n0,10\nx,1\n")
