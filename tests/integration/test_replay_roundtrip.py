@@ -95,7 +95,8 @@ def test_record_import_and_replay_a_spike(tmp_path: Path) -> None:
     total = summary["requests"]["total"]
     by_path = {r["path"]: r["name"] for r in doc["scenario"]["requests"]}
     for path, share in shares.items():
-        got = summary["by_request"][by_path[path]]["all"]["count"] / total
+        # a template of a few requests (the recording's warm-up GET /) may get none in a replay
+        got = summary["by_request"].get(by_path[path], {"all": {"count": 0}})["all"]["count"] / total
         assert abs(got - share) <= 0.02, (path, got, share)
 
 
