@@ -105,6 +105,7 @@ class AwsProvider(SshFleetProvider):
         self.regions: tuple[str, ...] = ()
         self.estimate: CostEstimate | None = None
         self.timings: dict[str, float] = {}
+        self._clean = True  # False once destroy failed or something tagged with the run remains
 
     # -- before any AWS call -------------------------------------------------------------------
 
@@ -275,8 +276,6 @@ class AwsProvider(SshFleetProvider):
                 f"terraform destroyed the fleet; nothing tagged SpikeRunId={self.run_id} remains in "
                 f"{', '.join(self.regions)}"
             )
-
-    _clean = True
 
     def teardown_report(self) -> TeardownReport:
         report = super().teardown_report()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shlex
+import shutil
 import tarfile
 import time
 from collections.abc import Iterable
@@ -243,7 +244,7 @@ class SshFleetProvider:
                 dest = local / path.relative_to(fetched)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 path.replace(dest)
-        _remove_tree(fetched)
+        shutil.rmtree(fetched, ignore_errors=True)
         return local
 
     def teardown(self) -> None:
@@ -346,14 +347,3 @@ def _write_tar(cache_dir: Path, kind: str, key: str, entries: list[tuple[str, Pa
             archive.add(file, arcname=name, recursive=False)
     tmp.replace(path)
     return path
-
-
-def _remove_tree(path: Path) -> None:
-    if not path.exists():
-        return
-    for child in sorted(path.rglob("*"), reverse=True):
-        if child.is_dir():
-            child.rmdir()
-        else:
-            child.unlink()
-    path.rmdir()
