@@ -7,8 +7,10 @@ failures into spike's errors.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,3 +54,45 @@ def run_command(command: Command, *, timeout_s: float, what: str) -> subprocess.
         raise InfrastructureError(
             f"{what} did not finish within {timeout_s:.0f} s: {command.display()}"
         ) from exc
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def spawn(
+    command: Command,
+    *,
+    output: Path,
+    new_session: bool = True,
+    die_with_parent: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running process, its output to `output`; the one place spike starts one.
+
+    `new_session`: its own process group, so a terminal's Ctrl-C reaches spike only and spike
+    stops its children in order. `die_with_parent`: the kernel kills it when the thread that
+    started it ends (PR_SET_PDEATHSIG), so nothing outlives a killed spike.
+    """
+    with output.open("wb") as handle:
+        try:
+            return subprocess.Popen(
+                command.argv,
+                cwd=command.cwd,
+                env=command.full_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=new_session,
+                preexec_fn=_die_with_parent if die_with_parent else None,
+            )
+        except OSError as exc:
+            raise InfrastructureError(
+                f"cannot start {command.argv[0]}: {exc}", fix="run `spike doctor` to see what is missing"
+            ) from exc

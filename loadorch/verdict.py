@@ -1,4 +1,4 @@
-"""Judge a run (pure): SLO verdicts, fidelity to the plan, injector health, exit code.
+"""Judge a run (pure): SLO verdicts, fidelity to the plan, injector health, the typed result.
 
 spike's verdict comes from the exact merged statistics of every injector's
 log, not from each injector's own Gatling assertions (which see only that
@@ -8,34 +8,37 @@ injector's share and use an approximate t-digest).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-from loadorch.analysis.stats import REPORT_PERCENTILES, MergedStats
-from loadorch.errors import ExitCode
+from loadorch.analysis.stats import Latency, MergedStats
 from loadorch.plan.model import Plan
 from loadorch.profiles.model import Slos
+from loadorch.run.result import (
+    Fidelity,
+    InjectorOutcome,
+    RunResult,
+    ScopeLatency,
+    SloResult,
+    StartSkew,
+    Verdict,
+)
 
 MIN_PLANNED_USERS_PER_S = 1.0
+# an injector stopped by spike after starting this share of its planned users did its part: it was
+# only waiting for the target's answers (a hung target), which is the target's failure, not its own
+DELIVERED_IN_FULL = 0.99
+
+__all__ = ["SloResult", "achieved_users_per_second", "evaluate_slos", "fidelity_mape_pct", "judge"]
 
 
 @dataclass(frozen=True)
-class SloResult:
-    name: str
-    threshold: float
-    actual: float | None
-    passed: bool
+class RunContext:
+    """What judging needs beside the statistics: how the run ended."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "threshold": self.threshold, "actual": self.actual, "passed": self.passed}
-
-
-@dataclass(frozen=True)
-class Verdict:
-    verdict: str  # passed | failed | degraded | interrupted | no-data
-    reason: str
-    exit_code: ExitCode
-    summary: dict[str, Any]
+    run_dir: str
+    interrupted: bool = False
+    failure: str | None = None  # an infrastructure failure that ended the run early
 
 
 def evaluate_slos(slos: Slos, stats: MergedStats) -> list[SloResult]:
@@ -87,133 +90,128 @@ def achieved_users_per_second(stats: MergedStats, region: str | None = None) -> 
     return out
 
 
+def _scope(lat: Latency) -> ScopeLatency:
+    return ScopeLatency(lat.all, lat.ok, lat.ko)
+
+
+def _with_shares(plan: Plan, stats: MergedStats | None, item: InjectorOutcome) -> InjectorOutcome:
+    """The injector's delivered share of its plan, and its state judged by what it delivered."""
+    planned = next(i.planned_users for i in plan.injectors if i.id == item.id)
+    got = next((s for s in stats.injectors if s.injector_id == item.id), None) if stats else None
+    started = got.users_started if got else 0
+    share = round(started / planned, 4) if planned else None
+    state = item.state
+    if state == "stopped" and share is not None and share >= DELIVERED_IN_FULL:
+        state = "completed"  # stopped only while waiting for answers that never came
+    return replace(
+        item,
+        state=state,
+        planned_users=round(planned, 1),
+        users_started=started,
+        delivered_share=share,
+        requests=got.requests if got else 0,
+        # first request vs the shared start (includes the curve's own wait for a first arrival)
+        first_request_offset_ms=got.start_skew_ms if got else None,
+        last_request_end_ms=got.last_request_end_ms if got else None,
+    )
+
+
 def judge(
     plan: Plan,
     slos: Slos,
     stats: MergedStats | None,
-    injectors: list[dict[str, Any]],
-    *,
-    interrupted: bool,
-    failure: str | None,
-) -> Verdict:
-    """The run's verdict and the content of summary.json."""
-    summary: dict[str, Any] = {
-        "run_id": plan.run_id,
-        "profile": plan.profile_name,
-        "provider": plan.provider,
-        "target": plan.base_url,
-        "start_at_ms": plan.start_at_ms,
-        "duration_s": plan.duration_s,
-        "planned_users": round(plan.planned_users, 1),
-        "planned_requests": round(plan.planned_requests, 1),
-    }
-    by_id = {i.id: i for i in plan.injectors}
-    if stats is not None:
-        per_injector = {s.injector_id: s for s in stats.injectors}
-        for item in injectors:
-            planned = by_id[item["id"]].planned_users
-            got = per_injector.get(item["id"])
-            item["planned_users"] = round(planned, 1)
-            item["users_started"] = got.users_started if got else 0
-            item["delivered_share"] = (
-                round((got.users_started if got else 0) / planned, 4) if planned else None
-            )
-            item["requests"] = got.requests if got else 0
-            # first request vs the shared start (includes the curve's own wait for a first arrival)
-            item["first_request_offset_ms"] = got.start_skew_ms if got else None
-            item["last_request_end_ms"] = got.last_request_end_ms if got else None
-    summary["injectors"] = injectors
-
+    injectors: Sequence[InjectorOutcome],
+    context: RunContext,
+) -> RunResult:
+    """The run's verdict from the exact merged statistics (pure; the inputs are not changed)."""
+    outcomes = tuple(_with_shares(plan, stats, i) for i in injectors)
+    base = RunResult(
+        run_id=plan.run_id,
+        profile=plan.profile_name,
+        provider=plan.provider,
+        target=plan.base_url,
+        start_at_ms=plan.start_at_ms,
+        duration_s=plan.duration_s,
+        planned_users=plan.planned_users,
+        planned_requests=plan.planned_requests,
+        verdict=Verdict.INVALID,
+        reasons=(),
+        run_dir=context.run_dir,
+        injectors=outcomes,
+        stats=stats,
+    )
     if stats is None or stats.requests == 0:
-        reason = failure or "no request was recorded by any injector"
-        summary.update(verdict="no-data", reason=reason, exit_code=int(ExitCode.INFRASTRUCTURE))
-        if interrupted:
-            summary.update(verdict="interrupted", exit_code=int(ExitCode.INTERRUPTED))
-            return Verdict("interrupted", reason, ExitCode.INTERRUPTED, summary)
-        return Verdict("no-data", reason, ExitCode.INFRASTRUCTURE, summary)
+        reason = context.failure or "no request was recorded by any injector: nothing was measured"
+        verdict = Verdict.INTERRUPTED if context.interrupted else Verdict.INVALID
+        return replace(base, verdict=verdict, reasons=(reason,))
 
-    slo_results = evaluate_slos(slos, stats)
+    slo_results = tuple(evaluate_slos(slos, stats))
     planned_ps = plan.curve.users_per_second()
     achieved_ps = achieved_users_per_second(stats)
-    margins = [i["ready_margin_ms"] for i in injectors if i.get("ready_margin_ms") is not None]
-    firsts = [i["first_request_offset_ms"] for i in injectors if i.get("first_request_offset_ms") is not None]
-    releases = [i["release_offset_ms"] for i in injectors if i.get("release_offset_ms") is not None]
-    summary.update(
-        requests={"total": stats.requests, "ok": stats.requests_ok, "ko": stats.requests_ko},
-        users={"started": stats.users_started, "ended": stats.users_ended},
-        achieved_vs_planned_requests=round(stats.requests / plan.planned_requests, 4)
-        if plan.planned_requests
-        else None,
-        fidelity_mape_pct=fidelity_mape_pct(planned_ps, achieved_ps),
-        fidelity_by_region_mape_pct={
-            r.name: fidelity_mape_pct(r.curve.users_per_second(), achieved_users_per_second(stats, r.name))
-            for r in plan.regions
-        },
-        per_second=[
-            {
-                "second": i,
-                "planned_users": round(p, 2),
-                "achieved_users": achieved_ps[i] if i < len(achieved_ps) else 0,
-            }
-            for i, p in enumerate(planned_ps)
-        ],
-        start_skew_ms={
-            "first_request_offset_max": max(firsts) if firsts else None,
-            "first_request_offset_min": min(firsts) if firsts else None,
-            "first_request_spread": max(firsts) - min(firsts) if firsts else None,
-            "ready_margin_min": min(margins) if margins else None,
+    margins = [i.ready_margin_ms for i in outcomes if i.ready_margin_ms is not None]
+    firsts = [i.first_request_offset_ms for i in outcomes if i.first_request_offset_ms is not None]
+    releases = [i.release_offset_ms for i in outcomes if i.release_offset_ms is not None]
+    measured = replace(
+        base,
+        requests_total=stats.requests,
+        requests_ok=stats.requests_ok,
+        requests_ko=stats.requests_ko,
+        users_started=stats.users_started,
+        users_ended=stats.users_ended,
+        latency=_scope(stats.latency),
+        by_request={name: _scope(lat) for name, lat in stats.by_request.items()},
+        by_region={name: _scope(lat) for name, lat in stats.by_region.items()},
+        errors=stats.errors,
+        slos=slo_results,
+        fidelity=Fidelity(
+            mape_pct=fidelity_mape_pct(planned_ps, achieved_ps),
+            by_region_mape_pct={
+                r.name: fidelity_mape_pct(
+                    r.curve.users_per_second(), achieved_users_per_second(stats, r.name)
+                )
+                for r in plan.regions
+            },
+            achieved_vs_planned_requests=round(stats.requests / plan.planned_requests, 4)
+            if plan.planned_requests
+            else None,
+            per_second=tuple(
+                (i, round(p, 2), achieved_ps[i] if i < len(achieved_ps) else 0)
+                for i, p in enumerate(planned_ps)
+            ),
+        ),
+        skew=StartSkew(
+            first_request_offset_min=min(firsts) if firsts else None,
+            first_request_offset_max=max(firsts) if firsts else None,
+            first_request_spread=max(firsts) - min(firsts) if firsts else None,
+            ready_margin_min=min(margins) if margins else None,
             # when the start gates opened (each on its own clock, offsets compensated): spike's part
-            "release_spread": max(releases) - min(releases) if releases else None,
-        },
-        late_injectors=[i["id"] for i in injectors if (i.get("ready_margin_ms") or 0) < 0],
-        latency=stats.latency.to_dict(),
-        by_request={name: lat.to_dict() for name, lat in sorted(stats.by_request.items())},
-        by_region={name: lat.to_dict() for name, lat in sorted(stats.by_region.items())},
-        errors=[e.to_dict() for e in stats.errors],
-        slos=[r.to_dict() for r in slo_results],
+            release_spread=max(releases) - min(releases) if releases else None,
+        ),
+        late_injectors=tuple(i.id for i in outcomes if (i.ready_margin_ms or 0) < 0),
         malformed_lines=stats.malformed_lines,
-        latency_rows=_latency_rows(stats),
     )
 
-    failed_injectors = [i for i in injectors if i["state"] != "completed"]
+    failed_injectors = [i for i in outcomes if i.state != "completed"]
     failed_slos = [r.name for r in slo_results if not r.passed]
-    if interrupted:
-        verdict, reason, code = (
-            "interrupted",
-            "stopped by Ctrl-C or SIGTERM; partial results",
-            ExitCode.INTERRUPTED,
+    if context.interrupted:
+        return replace(
+            measured,
+            verdict=Verdict.INTERRUPTED,
+            reasons=("stopped by Ctrl-C, SIGTERM or SIGHUP; partial results",),
         )
-    elif failure or failed_injectors:
+    if context.failure or failed_injectors:
         names = ", ".join(
-            f"{i['id']} ({i['state']}, exit {i['exit_code']}, delivered {_pct(i.get('delivered_share'))} of its plan)"
+            f"{i.id} ({i.state}, exit {i.exit_code}, delivered {_pct(i.delivered_share)} of its plan)"
             for i in failed_injectors
         )
-        verdict, reason, code = (
-            "degraded",
-            failure or f"injector(s) did not complete: {names}",
-            ExitCode.INFRASTRUCTURE,
-        )
-    elif failed_slos:
-        verdict, reason, code = "failed", "SLO failed: " + "; ".join(failed_slos), ExitCode.SLO_FAILED
-    else:
-        verdict, reason, code = "passed", "every SLO met", ExitCode.PASSED
-    summary.update(verdict=verdict, reason=reason, exit_code=int(code))
-    return Verdict(verdict, reason, code, summary)
+        reasons = [context.failure or f"injector(s) did not complete: {names}"]
+        if failed_slos:
+            reasons.append("SLO failed: " + "; ".join(failed_slos))
+        return replace(measured, verdict=Verdict.DEGRADED, reasons=tuple(reasons))
+    if failed_slos:
+        return replace(measured, verdict=Verdict.FAILED, reasons=("SLO failed: " + "; ".join(failed_slos),))
+    return replace(measured, verdict=Verdict.PASSED, reasons=("every SLO met",))
 
 
 def _pct(value: float | None) -> str:
     return "?" if value is None or math.isnan(value) else f"{value:.0%}"
-
-
-def _latency_rows(stats: MergedStats) -> list[tuple[str, list[Any]]]:
-    """Rows for the terminal summary: all, each region, each request."""
-
-    def row(lat: Any) -> list[Any]:
-        a = lat.all
-        pcts = lat.percentiles(REPORT_PERCENTILES)
-        return [a.count, lat.ko.count, *(pcts[q] for q in REPORT_PERCENTILES), a.max]
-
-    rows = [("all", row(stats.latency))]
-    rows += [(f"region {name}", row(lat)) for name, lat in sorted(stats.by_region.items())]
-    rows += [(f"request {name}", row(lat)) for name, lat in sorted(stats.by_request.items())]
-    return rows

@@ -6,10 +6,12 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from loadorch.orchestrator import LiveView
+from loadorch.run.result import RunResult, ScopeLatency
+from loadorch.run.settings import LiveView
 
 
 class TerminalObserver:
@@ -68,7 +70,12 @@ def render_live(view: LiveView) -> Group:
             f"[red]{r.ko:,}[/]" if r.ko else "0",
             "-" if r.p95_ms is None else f"{r.p95_ms} ms",
         )
-    return Group(header, table)
+    if not view.top_errors:
+        return Group(header, table)
+    errors = Table("error (so far)", "count")
+    for item in view.top_errors:
+        errors.add_row(escape(item.message), f"{item.count:,}")
+    return Group(header, table, errors)
 
 
 def plain_line(view: LiveView) -> str:
@@ -78,11 +85,19 @@ def plain_line(view: LiveView) -> str:
         parts.append(
             f"{r.name}: {r.achieved_requests_per_s:.0f}/{r.planned_requests_per_s:.0f} req/s p95={p95} errors={r.ko}"
         )
+    if view.top_errors:
+        top = view.top_errors[0]
+        parts.append(f"top error: {top.message} x{top.count}")
     return "  ".join(parts)
 
 
-def render_summary(summary: dict[str, Any]) -> Group:
-    """The end-of-run table: totals, percentiles per region and request, SLOs, verdict."""
+def _row(lat: ScopeLatency) -> list[int | None]:
+    a = lat.all
+    return [a.count, lat.ko.count, a.p50, a.p75, a.p95, a.p99, a.max]
+
+
+def render_summary(result: RunResult) -> Group:
+    """The end-of-run tables: percentiles per region and request, SLOs, errors by message."""
     parts: list[Any] = []
     lat = Table(
         "scope",
@@ -95,23 +110,32 @@ def render_summary(summary: dict[str, Any]) -> Group:
         "max",
         title="latency (ms, exact, all injectors)",
     )
-    for scope, row in summary.get("latency_rows", []):
-        lat.add_row(scope, *["-" if v is None else f"{v:,}" for v in row])
+    rows: list[tuple[str, ScopeLatency]] = []
+    if result.latency is not None:
+        rows.append(("all", result.latency))
+    rows += [(f"region {name}", v) for name, v in sorted(result.by_region.items())]
+    rows += [(f"request {name}", v) for name, v in sorted(result.by_request.items())]
+    for scope, value in rows:
+        lat.add_row(escape(scope), *["-" if v is None else f"{v:,}" for v in _row(value)])
     parts.append(lat)
-    if summary.get("slos"):
+    if result.slos:
         slos = Table("SLO", "threshold", "actual", "result", title="SLOs")
-        for slo in summary["slos"]:
+        for slo in result.slos:
             slos.add_row(
-                slo["name"],
-                str(slo["threshold"]),
-                str(slo["actual"]),
-                "[green]pass[/]" if slo["passed"] else "[red]FAIL[/]",
+                escape(slo.name),
+                str(slo.threshold),
+                str(slo.actual),
+                "[green]pass[/]" if slo.passed else "[red]FAIL[/]",
             )
         parts.append(slos)
-    errors = summary.get("errors", [])
-    if errors:
+    if result.errors:
         table = Table("error", "count", title="errors by message")
-        for item in errors[:10]:
-            table.add_row(item["message"], f"{item['count']:,}")
+        for item in result.errors[:10]:
+            table.add_row(escape(item.message), f"{item.count:,}")
+        parts.append(table)
+    if result.gates:
+        table = Table("gate", "where", "what", title="validity gates that did not hold")
+        for gate in result.gates:
+            table.add_row(gate.gate, escape(gate.where), escape(gate.detail))
         parts.append(table)
     return Group(*parts)

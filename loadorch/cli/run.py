@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import signal
+import json
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from loadorch.cli.common import (
     ProfileOption,
     RegionsOption,
     TargetOption,
     console,
+    err_console,
     handles_errors,
     parse_regions,
 )
@@ -40,12 +41,9 @@ from loadorch.orchestrator import RunSettings, execute_run
 from loadorch.paths import build_cache_dir
 from loadorch.profiles.loader import load_profile
 from loadorch.providers.base import Provider
+from loadorch.run.result import RunResult, Verdict
 
 HTML_REPORT_MODES = ("wait", "background", "off")
-
-
-def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 @handles_errors
@@ -126,10 +124,15 @@ def run(
     schedule: Annotated[
         str | None, typer.Option(hidden=True, help="The schedule that started this run.")
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the run result (summary.json's content) as JSON for scripts."),
+    ] = False,
 ) -> None:
     """Run a load profile for real with Gatling injectors, then judge it against its SLOs.
 
-    Exit codes: 0 passed, 1 SLO failed, 2 bad input, 3 infrastructure failure, 130 interrupted.
+    Exit codes: 0 passed, 1 SLO failed (or a stop criterion ended the storm), 2 bad input,
+    3 degraded, invalid or aborted (or teardown incomplete), 130 interrupted.
     """
     check_provider(provider)
     if html_report not in HTML_REPORT_MODES:
@@ -158,7 +161,7 @@ def run(
     # the key is read now, so a missing one stops the run before anything starts
     grafana_key = load_key(grafana_key_file) if grafana_url else None
     loaded = load_profile(profile)
-    observer = TerminalObserver(console)
+    observer = TerminalObserver(err_console if as_json else console)
     chosen: Provider
     if provider == "aws":
         settings = aws_settings(
@@ -169,7 +172,6 @@ def run(
         chosen = static_provider(hosts)
     else:
         chosen = local_provider()
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         outcome = execute_run(
             loaded,
@@ -194,29 +196,44 @@ def run(
         )
     finally:
         observer.close()
-        signal.signal(signal.SIGTERM, previous)
-    summary = outcome.summary
-    console.print(render_summary(summary))
-    colour = {"passed": "green", "failed": "red"}.get(summary["verdict"], "yellow")
-    console.print(f"[bold {colour}]verdict: {summary['verdict'].upper()}[/]  {summary.get('reason', '')}")
-    skew = summary.get("start_skew_ms") or {}
-    console.print(
-        f"fidelity (MAPE of arrivals vs plan): {summary.get('fidelity_mape_pct')} %   "
-        f"requests achieved/planned: {summary.get('achieved_vs_planned_requests')}   "
-        f"first request after the shared start: {skew.get('first_request_offset_min')}-"
-        f"{skew.get('first_request_offset_max')} ms"
-    )
-    if summary.get("late_injectors"):
+    result = outcome.result
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        print_result(result)
+    raise typer.Exit(int(result.exit_code))
+
+
+def print_result(result: RunResult) -> None:
+    """The end of a run on the terminal: tables, the verdict and why, then where everything is."""
+    console.print(render_summary(result))
+    colour = {Verdict.PASSED: "green", Verdict.FAILED: "red"}.get(result.verdict, "yellow")
+    console.print(f"[bold {colour}]verdict: {result.verdict.value.upper()}[/]  {escape(result.reason)}")
+    fid, skew = result.fidelity, result.skew
+    if fid is not None and skew is not None:
         console.print(
-            f"[yellow]late start:[/] {', '.join(summary['late_injectors'])} were not ready at the shared start"
+            f"fidelity (MAPE of arrivals vs plan): {fid.mape_pct} %   "
+            f"requests achieved/planned: {fid.achieved_vs_planned_requests}   "
+            f"first request after the shared start: {skew.first_request_offset_min}-"
+            f"{skew.first_request_offset_max} ms"
         )
-    metrics = summary.get("metrics")
+    if result.late_injectors:
+        console.print(
+            f"[yellow]late start:[/] {', '.join(result.late_injectors)} were not ready at the shared start"
+        )
+    metrics = result.metrics
     if metrics:
+        pending = (
+            int(metrics.get("left_in_spool", 0) or 0)
+            + int((metrics.get("forwarded") or {}).get("unsent", 0) or 0)
+            + int(metrics.get("orchestrator_points_unsent", 0) or 0)
+        )
         console.print(
             f"metrics: {metrics['points_written']:,} points written by the agents, {metrics['spooled']:,} spooled "
-            f"during outages, {metrics['dropped']:,} dropped; {metrics['orchestrator_points_written']:,} run points"
+            f"during outages, {metrics['dropped']:,} dropped, {pending:,} pending delivery; "
+            f"{metrics['orchestrator_points_written']:,} run points"
         )
-    regression = summary.get("regression")
+    regression = result.regression
     if regression and "rows" in regression:
         state = (
             "[bold red]regressed[/]"
@@ -233,16 +250,14 @@ def run(
             + "; `spike compare` shows every row"
         )
     elif regression:
-        console.print(f"baseline: {regression.get('note') or regression.get('error')}")
-    clock = summary.get("clock")
+        console.print(f"baseline: {escape(str(regression.get('note') or regression.get('error')))}")
+    clock = result.clock
     if clock:
         console.print(
             f"injector clocks: skew {clock['skew_ms']} ms across {len(clock['offsets_ms'])} injector(s)"
             + (", offsets compensated at the start" if clock.get("compensated") else "")
         )
-    teardown = summary.get("teardown")
-    if teardown and not teardown.get("clean", True):
-        console.print(f"[bold red]teardown incomplete:[/] {teardown['summary']}")
-    console.print(f"run directory: {outcome.run_dir}")
-    console.print(f"report: {summary.get('report') or 'not built'} ({summary.get('report_state')})")
-    raise typer.Exit(int(outcome.exit_code))
+    if result.teardown is not None and not result.teardown.clean:
+        console.print(f"[bold red]teardown incomplete:[/] {escape(result.teardown.summary)}")
+    console.print(f"run directory: {result.run_dir}")
+    console.print(f"report: {result.report.path or 'not built'} ({result.report.state})")

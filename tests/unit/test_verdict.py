@@ -6,7 +6,8 @@ from loadorch.analysis import LogAccumulator, merge
 from loadorch.errors import ExitCode
 from loadorch.plan.planner import PlanOptions, plan_run
 from loadorch.profiles.loader import parse_profile
-from loadorch.verdict import evaluate_slos, fidelity_mape_pct, judge
+from loadorch.run.result import InjectorOutcome, Verdict
+from loadorch.verdict import RunContext, evaluate_slos, fidelity_mape_pct, judge
 
 START = 1_790_000_000_000
 
@@ -42,6 +43,15 @@ def log_lines(latencies: list[tuple[str, int, str]]) -> list[str]:
     return lines
 
 
+CONTEXT = RunContext("runs/x")
+
+
+def outcome(*, exit_code: int, state: str, ready_margin_ms: int) -> InjectorOutcome:
+    return InjectorOutcome(
+        "r1-1", "r1", state=state, exit_code=exit_code, planned_users=6, ready_margin_ms=ready_margin_ms
+    )
+
+
 @pytest.fixture
 def plan_and_profile(tmp_path: Path):
     profile = parse_profile(PROFILE, tmp_path / "v.yaml").profile
@@ -62,68 +72,54 @@ def test_slos_evaluated_exactly(plan_and_profile) -> None:
 
 def test_judge_fails_on_slo_and_passes_otherwise(plan_and_profile) -> None:
     plan, profile = plan_and_profile
-    injectors = [{"id": "r1-1", "region": "r1", "exit_code": 0, "state": "completed", "ready_margin_ms": 900}]
-    bad = judge(
-        plan,
-        profile.slos,
-        stats_from(log_lines([("a", 500, "OK")] * 6)),
-        [dict(injectors[0])],
-        interrupted=False,
-        failure=None,
-    )
-    assert bad.verdict == "failed" and bad.exit_code == ExitCode.SLO_FAILED
+    injectors = [outcome(exit_code=0, state="completed", ready_margin_ms=900)]
+    bad = judge(plan, profile.slos, stats_from(log_lines([("a", 500, "OK")] * 6)), injectors, CONTEXT)
+    assert bad.verdict is Verdict.FAILED and bad.exit_code == ExitCode.SLO_FAILED
     assert "p95 latency of all requests" in bad.reason
     # an SLO about a request that never ran cannot be met
     assert "p50 latency of b" in bad.reason
-    good = judge(
-        plan,
-        profile.slos,
-        stats_from(log_lines([("a", 5, "OK"), ("b", 5, "OK")] * 3)),
-        [dict(injectors[0])],
-        interrupted=False,
-        failure=None,
-    )
-    assert good.verdict == "passed" and good.exit_code == ExitCode.PASSED
-    assert good.summary["requests"] == {"total": 6, "ok": 6, "ko": 0}
-    assert good.summary["injectors"][0]["delivered_share"] == 1.0
-    assert good.summary["fidelity_mape_pct"] == 0.0
+    good = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "OK"), ("b", 5, "OK")] * 3)), injectors, CONTEXT)
+    assert good.verdict is Verdict.PASSED and good.exit_code == ExitCode.PASSED
+    assert good.to_dict()["requests"] == {"total": 6, "ok": 6, "ko": 0}
+    assert good.injectors[0].delivered_share == 1.0
+    assert good.fidelity is not None and good.fidelity.mape_pct == 0.0
+    # judging does not change what it was given
+    assert injectors[0].delivered_share is None
 
 
 def test_judge_degraded_names_the_injector_and_share(plan_and_profile) -> None:
     plan, profile = plan_and_profile
-    injectors = [{"id": "r1-1", "region": "r1", "exit_code": 137, "state": "failed", "ready_margin_ms": 5}]
-    verdict = judge(
-        plan,
-        profile.slos,
-        stats_from(log_lines([("a", 5, "OK")] * 3)),
-        injectors,
-        interrupted=False,
-        failure=None,
-    )
-    assert verdict.verdict == "degraded" and verdict.exit_code == ExitCode.INFRASTRUCTURE
+    injectors = [outcome(exit_code=137, state="failed", ready_margin_ms=5)]
+    verdict = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "OK")] * 3)), injectors, CONTEXT)
+    assert verdict.verdict is Verdict.DEGRADED and verdict.exit_code == ExitCode.INFRASTRUCTURE
     assert "r1-1 (failed, exit 137, delivered 50% of its plan)" in verdict.reason
 
 
 def test_judge_without_data_is_an_infrastructure_failure(plan_and_profile) -> None:
     plan, profile = plan_and_profile
-    verdict = judge(plan, profile.slos, None, [], interrupted=False, failure=None)
-    assert verdict.verdict == "no-data" and verdict.exit_code == ExitCode.INFRASTRUCTURE
-    interrupted = judge(plan, profile.slos, None, [], interrupted=True, failure=None)
+    verdict = judge(plan, profile.slos, None, [], CONTEXT)
+    assert verdict.verdict is Verdict.INVALID and verdict.exit_code == ExitCode.INFRASTRUCTURE
+    assert "nothing was measured" in verdict.reason
+    interrupted = judge(plan, profile.slos, None, [], RunContext("runs/x", interrupted=True))
     assert interrupted.exit_code == ExitCode.INTERRUPTED
 
 
 def test_late_injector_is_reported(plan_and_profile) -> None:
     plan, profile = plan_and_profile
-    injectors = [{"id": "r1-1", "region": "r1", "exit_code": 0, "state": "completed", "ready_margin_ms": -40}]
-    verdict = judge(
-        plan,
-        profile.slos,
-        stats_from(log_lines([("a", 5, "OK")] * 6)),
-        injectors,
-        interrupted=False,
-        failure=None,
-    )
-    assert verdict.summary["late_injectors"] == ["r1-1"]
+    injectors = [outcome(exit_code=0, state="completed", ready_margin_ms=-40)]
+    verdict = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "OK")] * 6)), injectors, CONTEXT)
+    assert verdict.late_injectors == ("r1-1",)
+
+
+def test_injector_stopped_after_delivering_its_whole_plan_is_not_blamed(plan_and_profile) -> None:
+    """A hung target keeps an injector waiting for answers; spike stops it: the target failed, not it."""
+    plan, profile = plan_and_profile
+    stopped = [outcome(exit_code=143, state="stopped", ready_margin_ms=5)]
+    full = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "KO")] * 6)), stopped, CONTEXT)
+    assert full.injectors[0].state == "completed"
+    assert full.verdict is Verdict.FAILED and "error rate" in full.reason
+    half = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "OK")] * 3)), stopped, CONTEXT)
+    assert half.injectors[0].state == "stopped" and half.verdict is Verdict.DEGRADED
 
 
 def test_fidelity_mape_ignores_seconds_below_one_user() -> None:

@@ -12,6 +12,7 @@ from itertools import accumulate
 import jinja2
 
 from loadorch import __version__
+from loadorch.engine.gatling import console
 from loadorch.profiles.model import PLACEHOLDER, Profile, Slos
 
 CLASS_NAME = "SpikeSimulation"
@@ -69,6 +70,12 @@ def render_simulation(profile: Profile) -> str:
             for f in scenario.feeders
         ],
         assertions=render_assertions(profile.slos),
+        console={
+            "waiting": console.WAITING_SCALA,
+            "no_go": console.NO_GO_SCALA,
+            "ready": console.READY_SCALA,
+            "released": console.RELEASED_SCALA,
+        },
     )
 
 
