@@ -8,19 +8,103 @@ means (slos). Loading and error reporting live in `loader.py`.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from itertools import pairwise
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = r"^[a-z][a-z0-9_-]*$"
+REGION_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"  # an AWS region (eu-west-2) or an inventory's label
+MAX_DURATION_S = 7 * 24 * 3600  # longer than any storm rehearsal; keeps the curve arithmetic finite
+MAX_RATE_PER_S = 10_000_000.0
+_HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+class FieldError(ValueError):
+    """A cross-field problem that belongs to one field; `loc` is relative to the model raising it.
+
+    The loader reads `loc` to point the error at that field's line instead of the model's.
+    """
+
+    def __init__(self, message: str, *loc: str | int) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class CurveError(ValueError):
+    """A replay curve problem at breakpoint `index` (0-based)."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def check_base_url(value: str) -> str:
+    """An http(s)://host[:port][/path] URL, checked without any DNS lookup; returned without a trailing '/'.
+
+    Raises ValueError saying what is wrong: the scheme, the host (names, IPv4 and [IPv6] literals)
+    or the port (1-65535).
+    """
+    if not value.strip():
+        raise ValueError("is empty; give a URL like http://127.0.0.1:8080")
+    if any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} contains white space; give a URL like http://127.0.0.1:8080")
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # a broken [IPv6] literal
+        raise ValueError(f"{value!r} is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = f"{parts.scheme}://" if parts.scheme and "://" in value else "no http:// or https://"
+        raise ValueError(f"{value!r} has {scheme}; the target must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError(f"{value!r} holds a user or password; credentials never go into a target URL")
+    if "?" in value or "#" in value:
+        raise ValueError(f"{value!r} has a query or fragment; give only scheme, host, port and path")
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError(f"{value!r} has no host; give a URL like http://127.0.0.1:8080")
+    try:
+        check_host(host, bracketed="[" in parts.netloc)
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port; a port is a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError(f"{value!r} has port 0; a port is a number from 1 to 65535")
+    return value.rstrip("/")
+
+
+def check_host(host: str, *, bracketed: bool = False) -> str:
+    """A host name, an IPv4 address or (`bracketed`, or holding ':') an IPv6 address; no DNS lookup."""
+    if bracketed or ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"[{host}] is not a valid IPv6 address") from None
+    elif re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{host} is not a valid IPv4 address") from None
+    elif len(host) > 253 or not all(
+        _HOST_LABEL.match(label) for label in host.lower().removesuffix(".").split(".")
+    ):
+        raise ValueError(
+            f"{host!r} is not a valid host name (letters, digits, '-' and '.'; IDN names as xn--)"
+        )
+    return host
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `.inf` and `.nan` are valid YAML floats and would pass gt/le bounds
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Target(Model):
@@ -34,27 +118,29 @@ class Target(Model):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", value):
-            raise ValueError("must look like http://host:port or https://host (no spaces)")
-        return value.rstrip("/")
+        return check_base_url(value)
 
 
 class ViralShape(Model):
     """Baseline, then growth to `multiplier` x baseline, hold, decay back, cool down."""
 
     kind: Literal["viral"]
-    warmup_s: int = Field(default=10, ge=0, description="seconds at baseline before the storm")
+    warmup_s: int = Field(
+        default=10, ge=0, le=MAX_DURATION_S, description="seconds at baseline before the storm"
+    )
     growth: Literal["linear", "exponential", "logistic"] = "logistic"
-    growth_s: int = Field(gt=0, description="seconds from baseline to peak")
+    growth_s: int = Field(gt=0, le=MAX_DURATION_S, description="seconds from baseline to peak")
     multiplier: float = Field(gt=1, le=1000, description="peak rate / baseline rate")
-    hold_s: int = Field(default=0, ge=0, description="seconds at peak")
-    decay_s: int = Field(default=0, ge=0, description="seconds from peak back to baseline")
-    cooldown_s: int = Field(default=0, ge=0, description="seconds at baseline after the decay")
+    hold_s: int = Field(default=0, ge=0, le=MAX_DURATION_S, description="seconds at peak")
+    decay_s: int = Field(default=0, ge=0, le=MAX_DURATION_S, description="seconds from peak back to baseline")
+    cooldown_s: int = Field(
+        default=0, ge=0, le=MAX_DURATION_S, description="seconds at baseline after the decay"
+    )
 
 
 class Step(Model):
-    duration_s: int = Field(gt=0)
-    rate_per_s: float = Field(ge=0)
+    duration_s: int = Field(gt=0, le=MAX_DURATION_S)
+    rate_per_s: float = Field(ge=0, le=MAX_RATE_PER_S)
     ramp: bool = Field(default=False, description="ramp linearly from the previous rate instead of jumping")
 
 
@@ -83,26 +169,37 @@ class ReplayShape(Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> ReplayShape:
-        if (self.curve_file is None) == (not self.points):
+        if self.curve_file is not None and self.points:
+            raise FieldError("give exactly one of curve_file or points, not both", "points")
+        if self.curve_file is None and not self.points:
             raise ValueError("give exactly one of curve_file or points")
         if self.points:
-            check_curve_points(self.points)
+            try:
+                check_curve_points(self.points)
+            except CurveError as exc:
+                raise FieldError(str(exc), "points", exc.index) from None
         return self
 
 
 def check_curve_points(points: tuple[tuple[float, float], ...]) -> None:
-    """Breakpoints a replay may use: from t=0, times never decreasing, rates >= 0, 2 or more."""
+    """Breakpoints a replay may use: from t=0, times never decreasing, rates >= 0, 2 or more.
+
+    Raises CurveError naming the first offending point.
+    """
     if len(points) < 2:
-        raise ValueError("a replay curve needs at least two points")
+        raise CurveError("a replay curve needs at least two points", max(0, len(points) - 1))
     if points[0][0] != 0:
-        raise ValueError(f"a replay curve starts at t=0, not t={points[0][0]:g}")
-    for (t0, _), (t1, _) in pairwise(points):
+        raise CurveError(f"a replay curve starts at t=0, not t={points[0][0]:g}", 0)
+    for index, ((t0, _), (t1, _)) in enumerate(pairwise(points), start=1):
         if t1 < t0:
-            raise ValueError(f"replay curve times go backwards ({t0:g} then {t1:g})")
-    if any(rate < 0 for _, rate in points):
-        raise ValueError("replay curve rates must be >= 0")
+            raise CurveError(f"replay curve times go backwards ({t0:g} then {t1:g})", index)
+    for index, (t, rate) in enumerate(points):
+        if not (0 <= rate <= MAX_RATE_PER_S) or rate != rate:
+            raise CurveError(f"replay curve rates must be from 0 to {MAX_RATE_PER_S:g}, got {rate:g}", index)
+        if not t <= MAX_DURATION_S:
+            raise CurveError(f"replay curve times must be at most {MAX_DURATION_S} s, got {t:g}", index)
     if points[-1][0] <= 0:
-        raise ValueError("a replay curve must last longer than 0 s")
+        raise CurveError("a replay curve must last longer than 0 s", len(points) - 1)
 
 
 Shape = Annotated[ViralShape | StepsShape | ReplayShape, Field(discriminator="kind")]
@@ -136,7 +233,7 @@ class Feeder(Model):
     """A CSV file whose columns fill placeholders; one row per user."""
 
     name: str = Field(pattern=NAME)
-    file: str = Field(description="CSV path, relative to the profile file")
+    file: str = Field(min_length=1, description="CSV path, relative to the profile file")
     strategy: Literal["random", "circular"] = "random"
 
 
@@ -147,7 +244,7 @@ class ThinkTime(Model):
     @model_validator(mode="after")
     def _order(self) -> ThinkTime:
         if self.max_ms < self.min_ms:
-            raise ValueError(f"max_ms ({self.max_ms}) must be >= min_ms ({self.min_ms})")
+            raise FieldError(f"max_ms ({self.max_ms}) must be >= min_ms ({self.min_ms})", "max_ms")
         return self
 
 
@@ -165,19 +262,24 @@ class Scenario(Model):
         names = [r.name for r in self.requests]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"request names must be unique, repeated: {', '.join(dupes)}")
+            second = [i for i, n in enumerate(names) if n == dupes[0]][1]
+            raise FieldError(
+                f"request names must be unique, repeated: {', '.join(dupes)}", "requests", second, "name"
+            )
         return self
 
 
 class Region(Model):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    weight: float = Field(default=1, gt=0)
+    name: str = Field(pattern=REGION_NAME)
+    weight: float = Field(default=1, gt=0, le=1_000_000)
 
 
 class Injector(Model):
     """What one injector can do; the planner sizes fleets from it."""
 
-    max_rate_per_s: float = Field(default=1000, gt=0, description="max arrivals/s one injector injects")
+    max_rate_per_s: float = Field(
+        default=1000, gt=0, le=MAX_RATE_PER_S, description="max arrivals/s one injector injects"
+    )
     heap_mb: int = Field(default=512, ge=128, le=65536)
 
 
@@ -198,7 +300,7 @@ class Profile(Model):
     name: str = Field(pattern=NAME)
     description: str = ""
     target: Target
-    baseline_rate_per_s: float = Field(gt=0, description="normal arrivals per second")
+    baseline_rate_per_s: float = Field(gt=0, le=MAX_RATE_PER_S, description="normal arrivals per second")
     shape: Shape
     scenario: Scenario
     regions: tuple[Region, ...] = (Region(name="local"),)
@@ -208,13 +310,20 @@ class Profile(Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Profile:
         names = [r.name for r in self.regions]
-        if len(set(names)) != len(names):
-            raise ValueError(f"region names must be unique: {names}")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise FieldError(
+                    f"region names must be unique: {name!r} is given twice", "regions", index, "name"
+                )
         requests = {r.name for r in self.scenario.requests}
-        for slo in self.slos.latency:
+        for index, slo in enumerate(self.slos.latency):
             if slo.request is not None and slo.request not in requests:
-                raise ValueError(
+                raise FieldError(
                     f"SLO names request {slo.request!r}, which the scenario does not have "
-                    f"(valid: {', '.join(sorted(requests))})"
+                    f"(valid: {', '.join(sorted(requests))})",
+                    "slos",
+                    "latency",
+                    index,
+                    "request",
                 )
         return self
