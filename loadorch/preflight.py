@@ -10,13 +10,26 @@ import subprocess
 from urllib.parse import urlsplit
 
 from loadorch.errors import PreflightError, TargetRefusedError
+from loadorch.profiles.model import check_base_url
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+TARGET_URL_FIX = (
+    "give http://HOST[:PORT] or https://HOST[:PORT] with a port from 1 to 65535, e.g. http://127.0.0.1:8080"
+)
+
+
+def check_target_url(base_url: str) -> str:
+    """The target URL, checked (scheme http/https, host, port 1-65535) before any connection or DNS lookup."""
+    try:
+        return check_base_url(base_url)
+    except ValueError as exc:
+        raise PreflightError(f"invalid target URL: {exc}", fix=TARGET_URL_FIX) from None
 
 
 def target_host(base_url: str) -> str:
+    check_target_url(base_url)
     host = urlsplit(base_url).hostname
-    if not host:
+    if not host:  # pragma: no cover - check_target_url refuses it
         raise PreflightError(f"target {base_url!r} has no host", fix="use a URL like http://127.0.0.1:8080")
     return host
 
@@ -47,7 +60,7 @@ def check_target_allowed(base_url: str, allow_hosts: tuple[str, ...]) -> None:
 
 def check_target_reachable(base_url: str, timeout_s: float = 3.0) -> int:
     """One GET of the base URL; any HTTP answer counts. Returns the status."""
-    parts = urlsplit(base_url)
+    parts = urlsplit(check_target_url(base_url))
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout_s)
     try:

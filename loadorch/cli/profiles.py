@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import traceback
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from loadorch.cli.common import console, err_console, handles_errors
-from loadorch.errors import ExitCode, ProfileError
+from loadorch.cli.common import console, err_console, error_text, handles_errors, is_debug
+from loadorch.errors import ExitCode, InfrastructureError, SpikeError
 from loadorch.plan.shapes import profile_curve
 from loadorch.profiles.loader import builtin_names, load_profile, resolve_profile_path
 
@@ -46,16 +47,31 @@ def show(name: Annotated[str, typer.Argument(help="A built-in profile name or a 
 
 @app.command("validate")
 @handles_errors
-def validate(files: Annotated[list[Path], typer.Argument(help="Profile YAML files.")]) -> None:
-    """Validate profile files; every problem is reported with file:line:column."""
+def validate(
+    files: Annotated[list[str], typer.Argument(help="Profile YAML files (or built-in names).")],
+) -> None:
+    """Validate profile files; every problem is reported with file:line:column.
+
+    Every file is checked and reported, whatever happens to the others; exit 2 if any is invalid.
+    """
     failed = 0
     for file in files:
         try:
             loaded = load_profile(file)
-        except ProfileError as exc:
+        except SpikeError as exc:
             failed += 1
-            err_console.print(f"[red]✗[/] {exc.render()}", soft_wrap=True)
+            err_console.print(error_text(exc, "✗", "red"), soft_wrap=True)
+        except Exception as exc:  # a bug must not hide the other files' results
+            failed += 1
+            if is_debug():
+                err_console.print(traceback.format_exc(), markup=False)
+            internal = InfrastructureError(
+                f"internal error while validating: {type(exc).__name__}: {exc}",
+                where=file,
+                fix="please report it with the file; --debug shows the traceback",
+            )
+            err_console.print(error_text(internal, "✗", "red"), soft_wrap=True)
         else:
-            console.print(f"[green]✓[/] {file}: profile {loaded.profile.name!r} is valid")
+            console.print(Text.assemble(("✓", "green"), f" {file}: profile {loaded.profile.name!r} is valid"))
     if failed:
         raise typer.Exit(int(ExitCode.BAD_INPUT))
