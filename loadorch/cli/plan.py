@@ -67,7 +67,7 @@ def plan(
         settings = aws_settings(
             instance_type, spot, ttl, operator_cidr or "127.0.0.1/32", max_cost, aws_endpoint
         )
-        estimate = aws_provider(settings).preflight(result, settings.operator_cidr or "127.0.0.1/32")
+        estimate = aws_provider(settings).check_plan(result, settings.operator_cidr or "127.0.0.1/32")
     if as_json:
         data = result.to_dict()
         if estimate is not None:

@@ -50,7 +50,8 @@ def plan_run(profile: Profile, options: PlanOptions) -> Plan:
     if total > options.max_injectors:
         raise BadInputError(
             f"the plan needs {total} injectors, more than the limit of {options.max_injectors}",
-            fix="raise injector.max_rate_per_s in the profile, lower the rate, or pass --max-injectors",
+            fix="raise injector.max_rate_per_s in the profile (what one injector can inject), or lower the "
+            "profile's rates",
         )
     digest = profile_digest(profile)
     base_url = (options.target or profile.target.base_url).rstrip("/")

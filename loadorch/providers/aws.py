@@ -1,7 +1,9 @@
 """The aws provider: EC2 injectors per region, created with Terraform and destroyed after the run.
 
 Order of things, and why:
-1. `preflight` (no AWS call): operator CIDR, regions, the run fitting inside the injectors' TTL,
+1. `preflight` (one AWS call, before anything is built or written): STS GetCallerIdentity proves
+   the credentials work (at `--aws-endpoint` if given), and a given operator CIDR is checked.
+   `check_plan` (no AWS call): operator CIDR, regions, the run fitting inside the injectors' TTL,
    the estimated cost under `--max-cost`. Bad input is refused before anything exists.
 2. The run's root configuration is written into `<run>/terraform/` with its own local state;
    from that moment teardown destroys (armed before apply begins).
@@ -35,12 +37,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from loadorch.cloud.aws import aws_client
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from loadorch.cloud.aws import AWS_FAILURES, DEFAULT_QUERY_REGION, aws_client, error_code
 from loadorch.cloud.leftovers import find_run_resources
 from loadorch.cloud.pricing import load_prices
 from loadorch.errors import BadInputError, InfrastructureError, PreflightError, SpikeError
 from loadorch.plan.cost import CostEstimate, check_budget, check_operator_cidr, check_ttl, estimate_cost
 from loadorch.plan.model import Plan
+from loadorch.profiles.model import check_base_url
 from loadorch.providers.base import Artifacts, InjectorSite, TeardownReport
 from loadorch.providers.remote import RemoteHost, SshFleetProvider
 from loadorch.providers.terraform.config import FleetSpec, RegionFleet, injector_fleet_module, validate_spec
@@ -69,6 +76,87 @@ class AwsSettings:
     root_gb: int = 16
     host_key_timeout_s: float = 600.0  # how long to wait for an instance's console to show its host keys
     ssh_boot_wait_s: float = 300.0  # how long a host may still refuse SSH after its keys are known
+
+
+_STS_CONFIG = botocore.config.Config(
+    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=15
+)
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.ProfileNotFound,
+    botocore.exceptions.SSOError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.CredentialRetrievalError,
+)
+_REJECTED_CODES = {
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AccessDenied",
+    "UnrecognizedClientException",
+    "InvalidAccessKeyId",
+    "AuthFailure",
+}
+_CREDENTIALS_FIX = (
+    "set AWS_PROFILE (then `aws sso login` if it is an SSO profile) or AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY in the environment"
+)
+
+
+def check_credentials(endpoint: str | None = None) -> str:
+    """The caller's ARN from STS GetCallerIdentity: proof that AWS (or the emulator at `endpoint`)
+    accepts the credentials. Every failure is a PreflightError naming the problem and the fix.
+
+    A client of its own, with few retries and short timeouts: a wrong endpoint must be said in
+    seconds, not after the retries of a long sweep.
+    """
+    if endpoint is not None:
+        try:
+            check_base_url(endpoint)
+        except ValueError as exc:
+            raise PreflightError(
+                f"invalid AWS endpoint: {exc}",
+                where="--aws-endpoint",
+                fix="give the emulator's URL, e.g. --aws-endpoint http://127.0.0.1:5000",
+            ) from None
+    place = endpoint or "AWS STS"
+    unreachable_fix = (
+        f"check --aws-endpoint {endpoint}: is the emulator running there?"
+        if endpoint
+        else "check the network (and HTTPS_PROXY, AWS_ENDPOINT_URL if set), or give --aws-endpoint for an emulator"
+    )
+    try:
+        session = boto3.session.Session()
+        client = session.client(
+            "sts",
+            region_name=session.region_name or DEFAULT_QUERY_REGION,
+            endpoint_url=endpoint,
+            config=_STS_CONFIG,
+        )
+        answer = client.get_caller_identity()
+    except _CREDENTIAL_ERRORS as exc:
+        raise PreflightError(f"no usable AWS credentials: {exc}", where=place, fix=_CREDENTIALS_FIX) from None
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        if code in _REJECTED_CODES:
+            raise PreflightError(
+                f"AWS rejected the credentials ({code}): {message}",
+                where=place,
+                fix="refresh them (`aws sso login`, or new access keys) or choose another AWS_PROFILE",
+            ) from None
+        raise PreflightError(
+            f"STS GetCallerIdentity failed ({code}): {message}", where=place, fix=unreachable_fix
+        ) from None
+    except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
+        raise PreflightError(f"cannot reach {place}: {exc}", where=place, fix=unreachable_fix) from None
+    except (*AWS_FAILURES, ValueError) as exc:  # an answer that is not AWS's, a URL botocore refuses
+        raise PreflightError(
+            f"STS GetCallerIdentity failed: {exc}", where=place, fix=unreachable_fix
+        ) from None
+    return str(answer.get("Arn", ""))
 
 
 def detect_operator_cidr(timeout_s: float = 5.0) -> str:
@@ -106,6 +194,7 @@ class AwsProvider(SshFleetProvider):
         self.estimate: CostEstimate | None = None
         self.timings: dict[str, float] = {}
         self._clean = True  # False once destroy failed or something tagged with the run remains
+        self.caller_arn: str | None = None  # who AWS says we are, after `preflight`
 
     # -- before any AWS call -------------------------------------------------------------------
 
@@ -136,8 +225,19 @@ class AwsProvider(SshFleetProvider):
             endpoint=self.settings.endpoint,
         )
 
-    def preflight(self, plan: Plan, cidr: str = "127.0.0.1/32") -> CostEstimate:
-        """Everything that can be refused without AWS: regions, CIDR, TTL and budget."""
+    def preflight(self) -> None:
+        """Cheap checks before anything is built or written: credentials, operator CIDR.
+
+        STS GetCallerIdentity (at `--aws-endpoint` if given) proves that AWS accepts the
+        credentials; a given operator CIDR (or its absence with a custom endpoint) is checked
+        without any lookup. Nothing is written and no key is made.
+        """
+        if self.settings.operator_cidr is not None or self.settings.endpoint is not None:
+            self.operator_cidr()
+        self.caller_arn = check_credentials(self.settings.endpoint)
+
+    def check_plan(self, plan: Plan, cidr: str = "127.0.0.1/32") -> CostEstimate:
+        """Everything about the plan that can be refused without AWS: regions, CIDR, TTL and budget."""
         validate_spec(self.fleet_spec(plan, "ssh-ed25519 AAAA preflight", cidr))
         check_ttl(plan, self.settings.ttl_minutes, self.settings.boot_s, self.settings.teardown_s)
         estimate = estimate_cost(
@@ -155,7 +255,7 @@ class AwsProvider(SshFleetProvider):
 
     def _hosts(self, plan: Plan, run_dir: Path) -> dict[str, RemoteHost]:
         cidr = self.operator_cidr()
-        self.estimate = self.preflight(plan, cidr)
+        self.estimate = self.check_plan(plan, cidr)
         self.run_id = plan.run_id
         self.regions = tuple(r.name for r in plan.regions)
         key_file = run_dir / "ssh" / "id_ed25519"

@@ -94,6 +94,9 @@ class Provider(Protocol):
     extra_lead_s: float  # added to the start lead: how much longer injectors take to launch here
     parallel_launch: bool  # whether `launch` and `put` may run for several injectors at once
 
+    def preflight(self) -> None:
+        """Cheap checks before anything is built or written: credentials, inventory."""
+
     def provision(self, plan: Plan, run_dir: Path) -> None: ...
 
     def deploy(self, plan: Plan, artifacts: Artifacts, run_dir: Path) -> dict[str, InjectorSite]:

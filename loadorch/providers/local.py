@@ -75,6 +75,9 @@ class LocalProvider:
     def __init__(self) -> None:
         self.handles: list[LocalInjector] = []
 
+    def preflight(self) -> None:
+        """Nothing to check: this machine is the fleet (Java is checked by the run's own preflight)."""
+
     def provision(self, plan: Plan, run_dir: Path) -> None:
         # Nothing to create: this machine is the fleet.
         return None

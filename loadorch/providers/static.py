@@ -10,7 +10,7 @@ from pathlib import Path
 
 from loadorch.errors import BadInputError
 from loadorch.plan.model import Plan
-from loadorch.providers.inventory import Inventory, key_path, load_inventory
+from loadorch.providers.inventory import Inventory, check_key_files, key_path, read_inventory
 from loadorch.providers.remote import RemoteHost, SshFleetProvider
 from loadorch.transport.hostkeys import fingerprint_of_public_key_line
 from loadorch.transport.ssh import SshHost
@@ -22,7 +22,12 @@ class StaticProvider(SshFleetProvider):
     def __init__(self, inventory_path: Path, *, cache_dir: Path, **kwargs: float) -> None:
         super().__init__(cache_dir=cache_dir, **kwargs)
         self.inventory_path = inventory_path
-        self.inventory: Inventory = load_inventory(inventory_path)
+        self.inventory: Inventory
+        self.inventory, self._positions = read_inventory(inventory_path)
+
+    def preflight(self) -> None:
+        """Cheap checks before anything is built or written: every host's key file holds a private key."""
+        check_key_files(self.inventory_path, self.inventory, self._positions)
 
     def regions(self) -> tuple[str, ...]:
         """The region labels of the inventory, in file order."""

@@ -560,7 +560,7 @@ def per_second_counts(
         span = "" if window is None else f" between {lo} and {hi} ms"
         raise BadInputError(
             f"no requests were recorded{span}",
-            fix="widen or move the window (--from/--to) so that it covers recorded traffic",
+            fix="widen or move the window (--window FROM..TO) so that it covers recorded traffic",
         )
     first = 0 if lo is not None else min(by_second)
     last = max(by_second)
