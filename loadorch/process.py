@@ -12,7 +12,7 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,12 +59,24 @@ def run_command(command: Command, *, timeout_s: float, what: str) -> subprocess.
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+def on_parent_death(sig: signal.Signals) -> Callable[[], None]:
+    """A preexec function: the kernel sends `sig` to the child when the thread that started it ends.
+
+    SIGKILL for processes that hold nothing (a report JVM); SIGINT for Terraform, which then stops
+    gently and saves its state, so a killed spike never leaves an apply running on its own.
+    """
+
+    def preexec() -> None:  # pragma: no cover - runs in the child
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, sig)
+        except OSError:
+            pass
+
+    return preexec
+
+
+_die_with_parent = on_parent_death(signal.SIGKILL)
 
 
 def spawn(

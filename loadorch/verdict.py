@@ -141,7 +141,11 @@ def judge(
         stats=stats,
     )
     if stats is None or stats.requests == 0:
+        failed = [i for i in outcomes if i.state == "failed"]
         reason = context.failure or "no request was recorded by any injector: nothing was measured"
+        if failed and not context.failure:
+            names = ", ".join(f"{i.id} (exit {i.exit_code})" for i in failed)
+            reason += f"; injector(s) ended before sending any: {names}; see their console.log"
         verdict = Verdict.INTERRUPTED if context.interrupted else Verdict.INVALID
         return replace(base, verdict=verdict, reasons=(reason,))
 

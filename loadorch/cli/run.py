@@ -35,12 +35,14 @@ from loadorch.cli.fleet import (
     static_provider,
 )
 from loadorch.cli.live import TerminalObserver, render_summary
+from loadorch.cli.runs import print_recovered
 from loadorch.dashboards.grafana import load_key
 from loadorch.history.registry import default_db_path
 from loadorch.orchestrator import RunSettings, execute_run
 from loadorch.paths import build_cache_dir
 from loadorch.profiles.loader import load_profile
 from loadorch.providers.base import Provider
+from loadorch.run.recover import recover_all
 from loadorch.run.result import RunResult, Verdict
 
 HTML_REPORT_MODES = ("wait", "background", "off")
@@ -172,6 +174,8 @@ def run(
         chosen = static_provider(hosts)
     else:
         chosen = local_provider()
+    # runs whose spike died are finished first (stopped, collected, destroyed, recorded as aborted)
+    print_recovered(recover_all(runs_dir))
     try:
         outcome = execute_run(
             loaded,

@@ -54,6 +54,7 @@ class PostRun:
     observer: RunObserver
     source_dir: Path
     compiled: CompiledSimulation | None = None
+    start_annotation_error: str | None = None
     report_proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
 
@@ -143,6 +144,20 @@ def run_points(post: PostRun, result: RunResult) -> RunResult:
     return result
 
 
+def annotate_start(settings: RunSettings, plan: Plan) -> str | None:
+    """The run's start in Grafana, when one is configured; returns why it failed (never fatal)."""
+    if not settings.grafana_url or settings.grafana_key is None:
+        return None
+    text = f"spike run {plan.run_id} starts ({plan.profile_name})"
+    try:
+        annotate(
+            settings.grafana_url, settings.grafana_key, plan.run_id, plan.start_at_ms, text, tags=("start",)
+        )
+    except SpikeError as exc:
+        return exc.message
+    return None
+
+
 def grafana(post: PostRun, result: RunResult) -> RunResult:
     settings = post.settings
     if not settings.grafana_url or settings.grafana_key is None:
@@ -158,7 +173,9 @@ def grafana(post: PostRun, result: RunResult) -> RunResult:
             tags=("end",),
         )
     except SpikeError as exc:
-        return replace(result, grafana_annotations="failed: " + exc.message)
+        return replace(result, grafana_annotations="end failed: " + exc.message)
+    if post.start_annotation_error:
+        return replace(result, grafana_annotations="start failed: " + post.start_annotation_error)
     return replace(result, grafana_annotations="added")
 
 

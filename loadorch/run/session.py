@@ -47,7 +47,7 @@ from loadorch.run.adjust import with_failure, with_gates, with_teardown
 from loadorch.run.journal import Journal, RunLock
 from loadorch.run.layout import RunLayout
 from loadorch.run.live import InjectorRun, live_view
-from loadorch.run.post import PostRun, default_post_steps
+from loadorch.run.post import PostRun, annotate_start, default_post_steps
 from loadorch.run.result import GateFinding, InjectorOutcome, RunResult, Teardown, Verdict
 from loadorch.run.settings import NullObserver, RunObserver, RunSettings
 from loadorch.run.signals import Interrupts
@@ -119,6 +119,7 @@ class RunSession:
         self.load_ended_ms: int | None = None
         self.teardown_value: Teardown | None = None
         self.stats: MergedStats | None = None
+        self.start_annotation: str | None = None  # None: added, or no Grafana; else why it failed
 
     # ------------------------------------------------------------------ phases
 
@@ -164,7 +165,13 @@ class RunSession:
         self.lock = RunLock(layout).acquire()
         self.journal = Journal(layout)
         self.journal.record(
-            "planned", provider=self.provider.name, injectors=[i.id for i in self.plan.injectors]
+            "planned",
+            provider=self.provider.name,
+            injectors=[i.id for i in self.plan.injectors],
+            profile_source=str(self.loaded.source.resolve()),
+            plan_digest=self.plan.profile_digest,
+            history_db=str(self.settings.history_db) if self.settings.history_db else None,
+            schedule=self.settings.schedule,
         )
         write_json_atomic(layout.plan, self.plan.to_dict())
         shutil.copyfile(self.loaded.source, layout.profile)
@@ -270,9 +277,10 @@ class RunSession:
 
         self._on_each(plan.injectors, give_go)
         write_json_atomic(layout.plan, plan.to_dict())
-        self._record("go", start_at_ms=plan.start_at_ms)
+        self._record("go", start_at_ms=plan.start_at_ms, offsets=self.offsets)
         if self.writer is not None:
             self.writer.write(start_lines(plan, phases(self.profile)))
+        self.start_annotation = annotate_start(settings, plan)
         self.stream = LiveStream(plan.start_at_ms)
         for injector in plan.injectors:
             self.stream.add_tap(layout.tap(injector.id), injector.region)
@@ -425,6 +433,7 @@ class RunSession:
                 self.observer,
                 source_dir=self.loaded.source.parent,
                 compiled=self.compiled,
+                start_annotation_error=self.start_annotation,
             )
             for step in self.post_steps:
                 result = step(post, result)

@@ -182,17 +182,23 @@ class Exploding(Recorder):
 
 
 def test_exception_mid_run_stops_every_jvm(tmp_path: Path, target: TargetServer) -> None:
+    """spike's own bug mid-run: the load stops, what exists is judged, the run is recorded as aborted."""
     profile = write_profile(tmp_path, name="boom", rate_per_s=10, duration_s=60)
     runs = tmp_path / "runs"
-    with pytest.raises(RuntimeError, match="boom"):
-        execute_run(
-            load_profile(profile),
-            provider=LocalProvider(),
-            settings=RunSettings(runs_dir=runs, cache_dir=build_cache_dir(), html_report="off"),
-            target=target.url,
-            observer=Exploding(),
-        )
+    outcome = execute_run(
+        load_profile(profile),
+        provider=LocalProvider(),
+        settings=RunSettings(runs_dir=runs, cache_dir=build_cache_dir(), html_report="off"),
+        target=target.url,
+        observer=Exploding(),
+    )
     assert java_processes(str(runs)) == []
+    assert outcome.exit_code == ExitCode.INFRASTRUCTURE
+    summary = json.loads((outcome.run_dir / "summary.json").read_text())
+    assert summary["verdict"] == "aborted" and summary["state"] == "finished"
+    assert "RuntimeError: boom" in summary["reason"]
+    assert summary["requests"]["total"] > 0, "what existed was collected"
+    assert "RuntimeError: boom" in (outcome.run_dir / "spike-error.log").read_text()
 
 
 def test_dead_injector_gives_a_degraded_run_naming_it(tmp_path: Path, target: TargetServer) -> None:

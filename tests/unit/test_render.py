@@ -78,3 +78,21 @@ def test_profiles_sharing_a_scenario_share_one_source() -> None:
     assert render_simulation(load_profile("viral-x3").profile) == render_simulation(
         load_profile("viral-x10").profile
     )
+
+
+def test_a_single_request_scenario_renders_without_a_switch(tmp_path) -> None:
+    """Gatling's doSwitch needs two branches or more: one request is executed directly."""
+    from loadorch.engine.gatling.render import render_simulation
+    from loadorch.profiles.loader import parse_profile
+
+    text = """\
+name: one
+target: {base_url: "http://127.0.0.1:1"}
+baseline_rate_per_s: 1
+shape: {kind: steps, steps: [{duration_s: 1, rate_per_s: 1}]}
+scenario: {requests: [{name: only, path: /}]}
+regions: [{name: r1}]
+"""
+    source = render_simulation(parse_profile(text, tmp_path / "one.yaml").profile)
+    assert "doSwitch" not in source
+    assert ".exec(req_only)" in source

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from loadorch.errors import InfrastructureError, PreflightError, RunInterrupted
-from loadorch.process import Command
+from loadorch.process import Command, on_parent_death
 from loadorch.providers.terraform.config import FleetSpec, render_root_config
 from loadorch.providers.terraform.inventory import Inventory, inventory_from_outputs
 
@@ -484,6 +484,8 @@ class TerraformWorkspace:
                         stdout=sink,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,  # Ctrl-C reaches spike, which stops Terraform gently
+                        # and if spike itself is killed, Terraform is interrupted (it saves its state)
+                        preexec_fn=on_parent_death(signal.SIGINT),
                     )
                 except OSError as exc:
                     found = "not found" if isinstance(exc, FileNotFoundError) else f"cannot run: {exc}"

@@ -1,0 +1,166 @@
+"""The fault matrix on the local provider: each fault ends in a recorded, truthful verdict."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    SPIKE,
+    finish,
+    history_entry,
+    journal_phases,
+    logged_requests,
+    processes_of,
+    profile,
+    start_spike,
+    summary_of,
+    wait_for,
+)
+
+from loadorch.target.server import TargetConfig, TargetServer
+
+
+def _assert_recorded(runs: Path, verdict: str, exit_code: int) -> dict:
+    summary = summary_of(runs)
+    assert summary["verdict"] == verdict, summary["reason"]
+    assert summary["exit_code"] == exit_code
+    assert summary["state"] == "finished"
+    assert journal_phases(runs)[-1] == "finished"
+    record = history_entry(summary["run_id"])
+    assert (record.verdict, record.exit_code) == (verdict, exit_code)
+    assert processes_of(str(runs)) == [], "a process of the run outlived it"
+    return summary
+
+
+def test_ctrl_c_during_build(tmp_path: Path, target: TargetServer) -> None:
+    # a request name no other test uses: its simulation is not in the build cache, so Maven compiles
+    unique = f"_{time.time_ns()}"
+    runs = tmp_path / "runs"
+    proc = start_spike(
+        profile(tmp_path, name="build", rate_per_s=5, duration_s=30, extra_request=unique),
+        runs,
+        "--target",
+        target.url,
+    )
+    wait_for(lambda: "planned" in journal_phases(runs), "the run to be planned")
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc)
+    assert proc.returncode == 130, output
+    summary = _assert_recorded(runs, "interrupted", 130)
+    assert "built" not in journal_phases(runs)
+    assert summary["injectors"] == [] and "requests" not in summary, "nothing ran, nothing is claimed"
+
+
+def test_ctrl_c_during_jvm_boot(tmp_path: Path, target: TargetServer) -> None:
+    runs = tmp_path / "runs"
+    proc = start_spike(
+        profile(tmp_path, name="boot", rate_per_s=5, duration_s=30), runs, "--target", target.url
+    )
+    wait_for(lambda: "launched" in journal_phases(runs), "the injectors to be launched")
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc)
+    assert proc.returncode == 130, output
+    _assert_recorded(runs, "interrupted", 130)
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [[signal.SIGINT], [signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGINT]],
+    ids=["ctrl-c", "sigterm", "sighup", "ctrl-c-twice"],
+)
+def test_signal_mid_load(tmp_path: Path, target: TargetServer, signals: list[signal.Signals]) -> None:
+    runs = tmp_path / "runs"
+    proc = start_spike(
+        profile(tmp_path, name="mid", rate_per_s=20, duration_s=60), runs, "--target", target.url
+    )
+    wait_for(lambda: logged_requests(runs) >= 40, "the load to flow")
+    for sig in signals:
+        proc.send_signal(sig)
+    output = finish(proc)
+    assert proc.returncode == 130, output
+    summary = _assert_recorded(runs, "interrupted", 130)
+    assert summary["requests"]["total"] >= 40, "what existed was collected"
+    assert summary["gates"] == [], "an interrupted run is not blamed on its injectors"
+
+
+def test_sigkill_of_spike_is_recovered_as_aborted(tmp_path: Path, target: TargetServer) -> None:
+    runs = tmp_path / "runs"
+    proc = start_spike(
+        profile(tmp_path, name="killed", rate_per_s=20, duration_s=60), runs, "--target", target.url
+    )
+    wait_for(lambda: logged_requests(runs) >= 40, "the load to flow")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    # the injectors and agents die with spike (the kernel's parent-death signal)
+    wait_for(lambda: processes_of(str(runs)) == [], "the run's processes to end with spike", 30)
+    listing = subprocess.run(
+        [str(SPIKE), "runs", "--runs-dir", str(runs)], capture_output=True, text=True, check=True
+    )
+    assert "unfinished" in listing.stdout
+    recovered = subprocess.run(
+        [str(SPIKE), "runs", "recover", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=120
+    )
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "recovered run" in recovered.stdout and "verdict aborted" in recovered.stdout
+    summary = _assert_recorded(runs, "aborted", 3)
+    assert summary["requests"]["total"] >= 40
+    assert "died during 'go'" in summary["reason"] or "died during 'launched'" in summary["reason"]
+    again = subprocess.run(
+        [str(SPIKE), "runs", "--runs-dir", str(runs)], capture_output=True, text=True, check=True
+    )
+    assert "unfinished" not in again.stdout
+
+
+def test_stalled_injector_is_invalid_never_passed(tmp_path: Path, target: TargetServer) -> None:
+    runs = tmp_path / "runs"
+    proc = start_spike(
+        profile(tmp_path, name="stall", rate_per_s=20, duration_s=25),
+        runs,
+        "--target",
+        target.url,
+        "--html-report",
+        "off",
+    )
+    wait_for(lambda: logged_requests(runs) >= 60, "the load to flow")
+    (jvm,) = [p for p in processes_of(str(runs)) if "java" in (p.name() or "")]
+    jvm.suspend()  # SIGSTOP: the injector stalls
+    try:
+        stalled_at = time.monotonic()
+        wait_for(lambda: time.monotonic() - stalled_at >= 10, "ten seconds of stall", 20)
+    finally:
+        jvm.resume()
+    output = finish(proc)
+    assert proc.returncode == 3, output
+    summary = _assert_recorded(runs, "invalid", 3)
+    stall = next(g for g in summary["gates"] if g["gate"] == "stall")
+    assert stall["where"] == "eu-west-2-1" and len(stall["seconds"]) >= 8
+    assert "not a valid measurement" in summary["reason"] and "eu-west-2-1" in summary["reason"]
+    assert "INVALID" in output
+
+
+def test_target_killed_mid_run_fails_the_slo_and_blames_no_injector(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    server = TargetServer(TargetConfig(port=0)).start()
+    proc = start_spike(
+        profile(tmp_path, name="down", rate_per_s=20, duration_s=15),
+        runs,
+        "--target",
+        server.url,
+        "--html-report",
+        "off",
+    )
+    try:
+        wait_for(lambda: logged_requests(runs) >= 60, "the load to flow")
+    finally:
+        server.stop()
+    output = finish(proc)
+    assert proc.returncode == 1, output
+    summary = _assert_recorded(runs, "failed", 1)
+    assert all(i["state"] == "completed" for i in summary["injectors"]), summary["injectors"]
+    assert "error rate" in summary["reason"]
+    assert any("onnection refused" in e["message"] for e in summary["errors"]), summary["errors"]
+    assert "onnection refused" in output, "the errors by message are on the terminal"
