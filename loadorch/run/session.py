@@ -28,6 +28,7 @@ from loadorch.agent.graphite import gatling_graphite_properties
 from loadorch.analysis.simlog import LogAccumulator, merge
 from loadorch.analysis.stats import MergedStats
 from loadorch.atomic import write_atomic, write_json_atomic
+from loadorch.diskspace import ConsoleWatch, DiskNeed, DiskWatch, check_disk, estimate_run_disk
 from loadorch.engine.gatling import console
 from loadorch.engine.gatling.build import CompiledSimulation, cached_simulation, compile_simulation
 from loadorch.engine.gatling.command import injector_command
@@ -36,6 +37,7 @@ from loadorch.errors import InjectorError, SpikeError
 from loadorch.livestream import LiveStream
 from loadorch.metrics.run_points import start_lines
 from loadorch.metrics.sink import Sink
+from loadorch.paths import state_dir
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.plan.planner import PlanOptions, plan_run
 from loadorch.plan.shapes import phases
@@ -119,6 +121,9 @@ class RunSession:
         self.load_ended_ms: int | None = None
         self.teardown_value: Teardown | None = None
         self.stats: MergedStats | None = None
+        self.disk_need: DiskNeed | None = None
+        self.disk_watch: DiskWatch | None = None
+        self.console_watch: ConsoleWatch | None = None
         self.start_annotation: str | None = None  # None: added, or no Grafana; else why it failed
 
     # ------------------------------------------------------------------ phases
@@ -159,6 +164,15 @@ class RunSession:
                 start_lead_s=self.settings.start_lead_s,  # provisional: fixed again at the go signal
             ),
         )
+        self.disk_need = estimate_run_disk(
+            self.plan,
+            html_report=self.settings.html_report,
+            request_names=len(self.profile.scenario.requests),
+            live_metrics=self.settings.influx is not None,
+            stop_grace_s=self.settings.stop_grace_s,
+        )
+        # refused here, before anything is written: the run directory's disk and spike's state dir
+        check_disk(self.disk_need, self.settings.runs_dir.resolve(), state_dir())
         layout = RunLayout.of(self.settings.runs_dir, self.plan.run_id)
         layout.root.mkdir(parents=True, exist_ok=False)
         self.layout = layout
@@ -301,6 +315,13 @@ class RunSession:
             for run in self.runs:
                 run.read_new()
             running = [r for r in self.runs if r.handle.poll() is None]
+            full = self._disk_trouble()
+            if full is not None:
+                # never inject blind: results that cannot be written are results lost
+                self.crashed = full
+                self.observer.phase("disk", f"{full}; stopping the load")
+                self._stop_injectors(running, FORCED_GRACE_S)
+                break
             now = self.clock_ms()
             self.observer.tick(live_view(plan, self.stream, self.runs, now))
             if not running:
@@ -543,6 +564,24 @@ class RunSession:
             f"{warning}injector clock skew {clock.skew_ms:.1f} ms, worst offset {worst:+.1f} ms ({worst_id}); {note}"
             + ("; check the injectors' time sync" if warning else ""),
         )
+
+    def _disk_trouble(self) -> str | None:
+        """A disk too full to keep results, or an injector whose Gatling could not write them."""
+        if self.disk_watch is None:
+            min_free = self.disk_need.min_free_bytes if self.disk_need is not None else 64 << 20
+            self.disk_watch = DiskWatch([self.run_layout.root, state_dir()], min_free)
+            self.console_watch = ConsoleWatch(
+                {r.plan.id: self.run_layout.console(r.plan.id) for r in self.runs}
+            )
+        full = self.disk_watch.check()
+        if full is not None:
+            return f"disk full: {full.message}"
+        failed = self.console_watch.check() if self.console_watch is not None else {}
+        if failed:
+            return "results could not be written: " + "; ".join(
+                f"{k}: {v}" for k, v in sorted(failed.items())
+            )
+        return None
 
     def _gate_findings(self, result: RunResult) -> list[GateFinding]:
         if self.stats is None or not self.stats.requests:

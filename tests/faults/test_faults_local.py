@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import (
+from faultkit import (
     SPIKE,
     finish,
     history_entry,
@@ -164,3 +166,38 @@ def test_target_killed_mid_run_fails_the_slo_and_blames_no_injector(tmp_path: Pa
     assert "error rate" in summary["reason"]
     assert any("onnection refused" in e["message"] for e in summary["errors"]), summary["errors"]
     assert "onnection refused" in output, "the errors by message are on the terminal"
+
+
+def test_full_disk_mid_run_stops_the_load_and_exits_3(tmp_path: Path, target: TargetServer) -> None:
+    """The runs directory's disk fills up mid-run: the load stops, the summary is written, exit 3."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        runs = mount / "runs"
+        proc = start_spike(
+            profile(tmp_path, name="full", rate_per_s=20, duration_s=60),
+            runs,
+            "--target",
+            target.url,
+            "--html-report",
+            "off",
+        )
+        wait_for(lambda: logged_requests(runs) >= 40, "the load to flow")
+        free = shutil.disk_usage(mount).free
+        with (mount / "filler").open("wb") as handle:  # leave 8 MiB: below what spike keeps free
+            handle.truncate(0)
+            os.posix_fallocate(handle.fileno(), 0, free - (8 << 20))
+        output = finish(proc)
+        assert proc.returncode == 3, output
+        (mount / "filler").unlink()
+        summary = _assert_recorded(runs, "aborted", 3)
+        assert summary["reason"].startswith("disk full:"), summary["reason"]
+        assert summary["requests"]["total"] >= 40, "what was written is kept and judged"
+        assert "Traceback" not in output
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
