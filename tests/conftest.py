@@ -5,13 +5,43 @@
   (rich reads COLUMNS when its consoles are created at import).
 """
 
+import multiprocessing
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 os.environ["COLUMNS"] = "120"
 sys.path.insert(0, str(Path(__file__).parent / "fakes"))
 
 # Runs started through the CLI record themselves in the run history: never in the user's own.
 os.environ["SPIKE_HISTORY_DB"] = str(Path(tempfile.mkdtemp(prefix="spike-test-history-")) / "history.sqlite")
+
+
+def _cpu_hog() -> None:  # pragma: no cover - runs in a child process
+    while True:
+        pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cpu_hogs() -> Iterator[None]:
+    """`SPIKE_TEST_CPU_HOGS=N pytest`: the whole suite runs on a machine kept busy by N spinning processes.
+
+    The suite must pass loaded as well as quiet (tests wait for states, never for fixed sleeps);
+    this is how that is checked. The hogs end with the session (and with pytest, if it is killed).
+    """
+    count = int(os.environ.get("SPIKE_TEST_CPU_HOGS", "0") or 0)
+    hogs = [multiprocessing.Process(target=_cpu_hog, daemon=True) for _ in range(count)]
+    for hog in hogs:
+        hog.start()
+    if hogs:
+        print(f"\nspike tests: {count} CPU hog(s) running for this session", file=sys.stderr)
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.terminate()
+            hog.join(timeout=5)
