@@ -46,6 +46,7 @@ from loadorch.profiles.loader import LoadedProfile
 from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, Provider
 from loadorch.run import gates
 from loadorch.run.adjust import with_failure, with_gates, with_teardown
+from loadorch.run.clock import check_clock
 from loadorch.run.journal import Journal, RunLock
 from loadorch.run.layout import RunLayout
 from loadorch.run.live import InjectorRun, live_view
@@ -70,7 +71,6 @@ T = TypeVar("T")
 
 # Gatling buffers simulation.log writes; a small buffer keeps the live view fresh.
 LIVE_GATLING_PROPERTIES = {"gatling.data.file.bufferSize": "512"}
-WARN_CLOCK_OFFSET_MS = 50.0  # an offset this large is compensated, but says the host's time sync is off
 FORCED_GRACE_S = 1.0  # after a second Ctrl-C: how long injectors get before they are killed
 
 
@@ -400,7 +400,10 @@ class RunSession:
         }
         return replace(
             result,
-            clock={**self.clock.to_dict(), "compensated": self.settings.compensate_clock}
+            clock={
+                **self.clock.to_dict(),
+                "compensated": self.settings.compensate_clock and self.stream is not None,
+            }
             if self.clock is not None and self.clock.offsets_ms
             else None,
             metrics=metrics_summary(agent_statuses, self.writer, self.forwarder)
@@ -546,24 +549,11 @@ class RunSession:
             time.sleep(0.05)
 
     def _check_clock(self, clock: ClockCheck) -> None:
-        """Refuse a fleet whose clocks disagree beyond `max_clock_offset_ms`; say what was measured."""
-        if not clock.offsets_ms:
-            return
-        settings = self.settings
-        worst_id, worst = max(clock.offsets_ms.items(), key=lambda item: abs(item[1]))
-        if abs(worst) > settings.max_clock_offset_ms:
-            raise InjectorError(
-                f"clock offset {worst:+.0f} ms against this machine exceeds {settings.max_clock_offset_ms:.0f} ms",
-                where=worst_id,
-                fix="enable time sync on the injector (chrony/systemd-timesyncd), or raise --max-clock-offset-ms",
-            )
-        note = "compensated" if settings.compensate_clock else "not compensated"
-        warning = "warning: " if abs(worst) > WARN_CLOCK_OFFSET_MS else ""
-        self.observer.phase(
-            "clock",
-            f"{warning}injector clock skew {clock.skew_ms:.1f} ms, worst offset {worst:+.1f} ms ({worst_id}); {note}"
-            + ("; check the injectors' time sync" if warning else ""),
+        message = check_clock(
+            clock, self.settings.max_clock_offset_ms, compensated=self.settings.compensate_clock
         )
+        if message:
+            self.observer.phase("clock", message)
 
     def _disk_trouble(self) -> str | None:
         """A disk too full to keep results, or an injector whose Gatling could not write them."""
