@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections import Counter
 from itertools import pairwise
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -260,7 +261,8 @@ class Scenario(Model):
     @model_validator(mode="after")
     def _names(self) -> Scenario:
         names = [r.name for r in self.requests]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        counts = Counter(names)
+        dupes = sorted(n for n, count in counts.items() if count > 1)
         if dupes:
             second = [i for i, n in enumerate(names) if n == dupes[0]][1]
             raise FieldError(
@@ -309,12 +311,13 @@ class Profile(Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Profile:
-        names = [r.name for r in self.regions]
-        for index, name in enumerate(names):
-            if name in names[:index]:
+        seen: set[str] = set()
+        for index, name in enumerate(r.name for r in self.regions):
+            if name in seen:
                 raise FieldError(
                     f"region names must be unique: {name!r} is given twice", "regions", index, "name"
                 )
+            seen.add(name)
         requests = {r.name for r in self.scenario.requests}
         for index, slo in enumerate(self.slos.latency):
             if slo.request is not None and slo.request not in requests:
