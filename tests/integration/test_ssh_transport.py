@@ -19,6 +19,7 @@ from sshd import SshdHost, start_hosts
 from loadorch.errors import BadInputError
 from loadorch.transport import (
     KILLED_WITHOUT_STATUS,
+    Deadman,
     PinnedHostKeyPolicy,
     SshFleet,
     SshHost,
@@ -391,3 +392,101 @@ def test_a_connection_that_drops_mid_command_is_reopened_once(
         dropper.join()
         assert "inj-1 (root@127.0.0.2:" in str(lost.value)
         assert fleet.run("echo fine")["inj-1"].stdout == "fine\n"
+
+
+# A process that drains on TERM (as the agent does): it is still working well after the TERM, and
+# it is the child of a shell that the TERM ends at once.
+DRAINER = (
+    "python3 -c 'import signal, sys, time\n"
+    "def drain(*_):\n"
+    "    time.sleep(1.5)\n"
+    '    open("drained", "w").write("yes")\n'
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, drain)\n"
+    'open("ready", "w").write("yes")\n'
+    "time.sleep(60)'; echo after"
+)
+
+
+def test_an_exit_status_appears_only_once_every_process_of_the_group_has_ended(
+    tmp_path: Path, hosts: list[SshdHost], client_key: tuple[Path, str]
+) -> None:
+    workdir = tmp_path / "run"
+    with SshFleet(ssh_hosts(hosts[:1], client_key[0])) as fleet:
+        fleet.connect()
+        fleet.start_detached("inj-1", f"cd {workdir} && {DRAINER}", workdir=str(workdir), log_name="a.log")
+        wait_for(lambda: (workdir / "ready").exists(), 10, "the drainer runs")
+        fleet.signal("inj-1", str(workdir), "a.log", "TERM")
+        signalled = time.monotonic()
+        status = None
+        while status is None:
+            status = fleet.exit_status("inj-1", str(workdir), "a.log")
+            drained = (workdir / "drained").exists()
+            if status is None:
+                assert time.monotonic() - signalled < 10, "the status never appeared"
+                time.sleep(0.05)
+        # the shell between wrapper and drainer died with the TERM; its status is recorded, but
+        # only after the drainer had finished its work
+        assert drained, "the exit status appeared while the drainer was still draining"
+        assert time.monotonic() - signalled >= 1.4
+        assert status == 143
+
+
+def deadman_processes(workdir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        if ".deadman.py" in " ".join(proc.info["cmdline"] or []) and proc.info["cwd"] == str(workdir):
+            found.append(proc)
+    return found
+
+
+def test_the_watchdog_stops_every_group_when_the_lease_is_not_renewed(
+    tmp_path: Path, hosts: list[SshdHost], client_key: tuple[Path, str]
+) -> None:
+    workdir = tmp_path / "run"
+    deadman = Deadman(expires_s=2, grace_s=1.5)
+    stubborn = (
+        "python3 -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'"
+    )
+    with SshFleet(ssh_hosts(hosts[:1], client_key[0])) as fleet:
+        fleet.connect()
+        fleet.start_detached("inj-1", "sleep 61", workdir=str(workdir), log_name="a.log", deadman=deadman)
+        fleet.start_detached("inj-1", stubborn, workdir=str(workdir), log_name="b.log", deadman=deadman)
+        groups = [int((workdir / f"{n}.log.pid").read_text()) for n in "ab"]
+        assert len(deadman_processes(workdir)) == 1  # one watchdog per directory
+        assert fleet.remains("inj-1", str(workdir)).groups == tuple(groups)
+        started = time.monotonic()
+        wait_for(lambda: not any(group(g) for g in groups), 15, "the watchdog stops both groups")
+        elapsed = time.monotonic() - started
+        assert 1.5 < elapsed < 2 + 1.5 + 3, elapsed
+        log = (workdir / "deadman.log").read_text()
+        assert "lease expired: deadman.lease not renewed for" in log and "(limit 2 s)" in log
+        assert f"SIGKILL to process group(s) {groups[1]}" in log  # the one that ignored SIGTERM
+        assert fleet.exit_statuses(str(workdir), "a.log") == {"inj-1": 143}
+        assert fleet.exit_statuses(str(workdir), "b.log") == {"inj-1": KILLED_WITHOUT_STATUS}
+        wait_for(lambda: not deadman_processes(workdir), 5, "the watchdog leaves")
+        assert fleet.remains("inj-1", str(workdir), ["a.log", "b.log"]).gone
+
+
+def test_a_renewed_lease_keeps_the_processes_and_the_watchdog_leaves_with_them(
+    tmp_path: Path, hosts: list[SshdHost], client_key: tuple[Path, str]
+) -> None:
+    workdir = tmp_path / "run"
+    with SshFleet(ssh_hosts(hosts[:1], client_key[0])) as fleet:
+        fleet.connect()
+        fleet.start_detached(
+            "inj-1", "sleep 4", workdir=str(workdir), log_name="a.log", deadman=Deadman(expires_s=1.5)
+        )
+        renewals = 0
+        while fleet.exit_status("inj-1", str(workdir), "a.log") is None:
+            renewals += 1
+            fleet.renew_lease("inj-1", str(workdir), f"renewal {renewals}")
+            if renewals == 3:
+                hosts[0].drop_connections()  # a renewal after a drop reconnects
+            time.sleep(0.4)
+        assert fleet.exit_status("inj-1", str(workdir), "a.log") == 0  # ran its full 4 s
+        assert fleet.opened["inj-1"] >= 2
+        wait_for(lambda: not deadman_processes(workdir), 5, "the watchdog leaves with the process")
+        log = (workdir / "deadman.log").read_text()
+        assert "lease expired" not in log and "every process of the run is gone" in log
+        assert fleet.remains("inj-1", str(workdir), ["a.log"]).gone
