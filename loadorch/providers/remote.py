@@ -10,31 +10,51 @@ does the rest over one pinned SSH connection per host (`loadorch.transport.ssh`)
   polled; every second `sync` appends what the injector's files gained to their mirrors in the
   run directory, so the orchestrator reads a remote injector exactly like a local one.
 - collect: the results folder is compressed on the injector and fetched before teardown.
+- dead-man switch: every detached process is started under a lease (`Deadman`); a thread of the
+  provider renews it on every host every `LEASE_RENEW_S`, and a watchdog on the host stops the
+  run's processes once it is `LEASE_EXPIRES_S` old, so a spike that is killed (or loses a host
+  for good) never leaves load running against the target.
+- teardown: stops every process, then checks on each host that none of the run's processes is
+  left; the report is clean only when every host said so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import math
+import os
 import shlex
 import shutil
 import tarfile
+import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadorch.errors import InjectorError, SpikeError
+from loadorch.errors import BadInputError, InjectorError, SpikeError
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command
 from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, TeardownReport
+from loadorch.transport.remote_scripts import DEADMAN_LOG, EXPIRED_MARK, Deadman
 from loadorch.transport.ssh import SshFleet, SshHost
 
 STATUS_FILE = "agent-status.json"
 # files appended to their local mirror every second (the results' simulation.log is found on the way)
 TAILED = ("console.log", "agent.log", "agent-tap.lp")
-LOST_AFTER_S = 120.0  # an injector unreachable this long is given up (its results may still be fetched)
+
+#: The dead-man lease: renewed on every host this often while any process of the run may be alive...
+LEASE_RENEW_S = 5.0
+#: ...and the run's processes on a host are stopped once its lease is this old (on the host's clock).
+LEASE_EXPIRES_S = 30.0
+#: Between the watchdog's SIGTERM and its SIGKILL.
+DEADMAN_GRACE_S = 10.0
+#: Environment variables that override the two lease durations (tests use short ones).
+LEASE_RENEW_ENV = "SPIKE_LEASE_RENEW_S"
+LEASE_EXPIRES_ENV = "SPIKE_LEASE_EXPIRES_S"
 
 
 @dataclass(frozen=True)
@@ -81,8 +101,10 @@ class RemoteInjector:
             self.refresh()
         if self.exit_code is not None:
             return
-        with contextlib.suppress(SpikeError):
+        try:
             self.fleet.signal(self.injector_id, self.remote_workdir, self.log_name, "TERM")
+        except SpikeError:
+            return  # the host cannot be reached: its dead-man watchdog stops the process
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             with contextlib.suppress(SpikeError):
@@ -97,6 +119,150 @@ class RemoteInjector:
 
     def results_dir(self) -> Path:
         return self.local_workdir / "results"
+
+
+def lease_timings(
+    renew_s: float | None = None,
+    expires_s: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[float, float]:
+    """(renew every, expire after) in seconds: arguments first, then the environment, then defaults.
+
+    Without a renewal interval of its own, a shortened lease is renewed three times per expiry.
+    """
+    environ = os.environ if environ is None else environ
+
+    def read(given: float | None, name: str) -> float | None:
+        if given is not None:
+            return float(given)
+        raw = environ.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise BadInputError(
+                f"{name}={raw!r} is not a positive number of seconds",
+                fix=f"unset it (defaults: {LEASE_RENEW_ENV}={LEASE_RENEW_S:g}, "
+                f"{LEASE_EXPIRES_ENV}={LEASE_EXPIRES_S:g}) or give seconds, e.g. {name}=30",
+            )
+        return value
+
+    expires = read(expires_s, LEASE_EXPIRES_ENV) or LEASE_EXPIRES_S
+    renew = read(renew_s, LEASE_RENEW_ENV) or min(LEASE_RENEW_S, expires / 3)
+    if renew <= 0 or expires < 2 * renew:
+        raise BadInputError(
+            f"the dead-man lease would expire after {expires:g} s but be renewed only every {renew:g} s",
+            fix=f"make {LEASE_EXPIRES_ENV} at least twice {LEASE_RENEW_ENV} "
+            f"(defaults: {LEASE_EXPIRES_S:g} and {LEASE_RENEW_S:g})",
+        )
+    return renew, expires
+
+
+def teardown_summary(
+    started: Sequence[str],
+    running: Mapping[str, str],
+    unverified: Mapping[str, str],
+    *,
+    lease_expires_s: float,
+    grace_s: float,
+) -> tuple[str, bool]:
+    """What teardown found on the hosts, and whether that is clean.
+
+    `started`: the injectors where something was started; `running`: injector -> what is still
+    alive there after the stop; `unverified`: injector -> why it could not be checked. Clean only
+    when every host was checked and had nothing left.
+    """
+    if not started:
+        return "nothing was started", True
+    parts = []
+    checked = [name for name in started if name not in running and name not in unverified]
+    if checked:
+        parts.append(
+            f"no process of the run is left on {len(checked)} of {len(started)} SSH injector(s) "
+            "(checked on each host)"
+        )
+    backstop = (
+        f"the lease stops them: its watchdog ends the run's processes {lease_expires_s:g} s after "
+        f"the last renewal (SIGKILL {grace_s:g} s later)"
+    )
+    for name in sorted(running):
+        parts.append(f"still running on {name}: {running[name]}; {backstop}")
+    for name in sorted(unverified):
+        parts.append(f"unverified: {name}: {unverified[name]}; {backstop}")
+    return "; ".join(parts), not running and not unverified
+
+
+class LeaseKeeper:
+    """Renews the dead-man lease of every injector it was given, from its own thread.
+
+    Each host is renewed on a worker of its own, so a slow or dead host never delays another's
+    renewal, and a renewal still under way is not queued again. A dropped connection is
+    reconnected by the transport on the next renewal. Nothing here ever blocks the caller:
+    `add` and `stop` return at once (stop waits at most a moment for the thread).
+    """
+
+    def __init__(self, fleet: SshFleet, renew_s: float) -> None:
+        self.fleet = fleet
+        self.renew_s = renew_s
+        self.renewed_at: dict[str, float] = {}  # injector -> monotonic time of its last renewal
+        self.errors: dict[str, str] = {}  # injector -> why its last renewal failed
+        self._workdirs: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._under_way: dict[str, Future[None]] = {}
+        self._sequence = itertools.count(1)
+
+    def add(self, injector_id: str, workdir: str) -> None:
+        """Keep `workdir`'s lease on the injector fresh (the launch has just renewed it)."""
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            self._workdirs[injector_id] = workdir
+            self.renewed_at[injector_id] = time.monotonic()  # every launch renews the lease
+            if self._thread is None:
+                self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="spike-lease")
+                self._thread = threading.Thread(target=self._loop, name="spike-lease", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        """No more renewals: from now on each host's watchdog decides (idempotent)."""
+        with self._lock:
+            self._stopped.set()
+            thread, pool = self._thread, self._pool
+        if thread is not None:
+            thread.join(timeout=1.0)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.renew_s):
+            with self._lock:
+                if self._stopped.is_set() or self._pool is None:
+                    return
+                for injector_id, workdir in self._workdirs.items():
+                    under_way = self._under_way.get(injector_id)
+                    if under_way is not None and not under_way.done():
+                        continue
+                    with contextlib.suppress(RuntimeError):  # the pool shut down meanwhile
+                        self._under_way[injector_id] = self._pool.submit(self._renew, injector_id, workdir)
+
+    def _renew(self, injector_id: str, workdir: str) -> None:
+        stamp = f"{next(self._sequence)} {time.time():.3f}"
+        try:
+            self.fleet.renew_lease(injector_id, workdir, stamp)
+        except SpikeError as exc:
+            self.errors[injector_id] = exc.message
+            return
+        except Exception as exc:  # a connection torn down under it at teardown
+            self.errors[injector_id] = f"{type(exc).__name__}: {exc}"
+            return
+        self.renewed_at[injector_id] = time.monotonic()
+        self.errors.pop(injector_id, None)
 
 
 @dataclass
@@ -119,15 +285,40 @@ class SshFleetProvider:
     parallel_launch = True  # one round trip per host: done for all hosts at once
     boot_wait_s = 0.0  # how long hosts may still refuse SSH (instances booting)
 
-    def __init__(self, *, cache_dir: Path, connect_timeout_s: float = 10.0, keepalive_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        cache_dir: Path,
+        connect_timeout_s: float = 10.0,
+        keepalive_s: float = 5.0,
+        lease_renew_s: float | None = None,
+        lease_expires_s: float | None = None,
+        deadman_grace_s: float = DEADMAN_GRACE_S,
+    ) -> None:
+        """`lease_renew_s`/`lease_expires_s`: None reads SPIKE_LEASE_RENEW_S/SPIKE_LEASE_EXPIRES_S
+        from the environment, else LEASE_RENEW_S/LEASE_EXPIRES_S."""
         self.cache_dir = cache_dir
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
+        self.lease_renew_s, self.lease_expires_s = lease_timings(lease_renew_s, lease_expires_s)
+        self.deadman_grace_s = deadman_grace_s
         self.fleet: SshFleet | None = None
         self.states: dict[str, _InjectorState] = {}
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="spike-sync")
         self.deploy_report: dict[str, object] = {}
         self._teardown_notes: list[str] = []
+        self._lease: LeaseKeeper | None = None
+        self._lease_lock = threading.Lock()
+        self._torn_down = False
+        self._leftovers: dict[str, str] = {}  # injector -> what is still running after teardown
+        self._unverified: dict[str, str] = {}  # injector -> why teardown could not check it
+        self._deadman_fired: dict[str, str] = {}  # injector -> what its watchdog wrote
+
+    @property
+    def lost_after_s(self) -> float:
+        """An injector unreachable this long after its last lease renewal has been stopped by its
+        watchdog (if it is up at all): it is given up as failed; its results may still be fetched."""
+        return self.lease_expires_s + self.deadman_grace_s + self.lease_renew_s
 
     # -- what subclasses provide ---------------------------------------------------------------
 
@@ -216,7 +407,14 @@ class SshFleetProvider:
         env = [f"{k}={v}" for k, v in sorted(command.env.items())]
         line = shlex.join(["env", *env, *command.argv]) if env else shlex.join(command.argv)
         fleet = self._fleet()
-        fleet.start_detached(injector.id, line, workdir=state.workdir, log_name=log_name)
+        deadman = Deadman(
+            python=state.host.python, expires_s=self.lease_expires_s, grace_s=self.deadman_grace_s
+        )
+        fleet.start_detached(injector.id, line, workdir=state.workdir, log_name=log_name, deadman=deadman)
+        with self._lease_lock:
+            if self._lease is None:
+                self._lease = LeaseKeeper(fleet, self.lease_renew_s)
+        self._lease.add(injector.id, state.workdir)
         handle = RemoteInjector(fleet, injector.id, state.workdir, log_name, workdir)
         state.handles.append(handle)
         for name in (log_name, *(n for n in TAILED if n != log_name)):
@@ -248,28 +446,41 @@ class SshFleetProvider:
         return local
 
     def teardown(self) -> None:
+        if self._torn_down:
+            return
+        self._torn_down = True
+        if self._lease is not None:
+            self._lease.stop()  # from here on each host's watchdog is the backstop
         if self.fleet is not None:
-            for state in self.states.values():
-                for handle in state.handles:
-                    with contextlib.suppress(Exception):
-                        handle.stop(1.0)
+            started = [state for state in self.states.values() if state.handles]
+            handles = [handle for state in started for handle in state.handles]
+            with contextlib.suppress(Exception):
+                list(self._pool.map(_stop_quietly, handles))
+            # unverified until the host itself has answered
+            self._unverified = {s.handles[0].injector_id: "it was not checked" for s in started}
+            with contextlib.suppress(Exception):
+                list(self._pool.map(self._verify_one, started))
             with contextlib.suppress(Exception):
                 self.fleet.close()
-            self._teardown_notes.append(f"every process on {len(self.states)} SSH injector(s) stopped")
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def teardown_report(self) -> TeardownReport:
-        running = [
-            h.injector_id for state in self.states.values() for h in state.handles if h.exit_code is None
-        ]
-        notes = list(self._teardown_notes)
-        if running:
-            notes.append(f"could not confirm these stopped: {', '.join(sorted(set(running)))}")
-        return TeardownReport(
-            "; ".join(notes) or "nothing was started",
-            clean=not running,
-            details={"deploy": self.deploy_report},
+        started = [i for i, state in self.states.items() if state.handles]
+        if self._torn_down:
+            running, unverified = self._leftovers, self._unverified
+        else:  # asked before teardown: nothing has been checked yet
+            running, unverified = {}, {i: "teardown has not run" for i in started}
+        summary, clean = teardown_summary(
+            started,
+            running,
+            unverified,
+            lease_expires_s=self.lease_expires_s,
+            grace_s=self.deadman_grace_s,
         )
+        details: dict[str, object] = {"deploy": self.deploy_report}
+        if self._deadman_fired:
+            details["deadman"] = dict(sorted(self._deadman_fired.items()))
+        return TeardownReport("; ".join([summary, *self._teardown_notes]), clean=clean, details=details)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -309,10 +520,48 @@ class SshFleetProvider:
             state.last_error = exc.render()
             now = time.monotonic()
             state.unreachable_since = state.unreachable_since or now
-            if now - state.unreachable_since > LOST_AFTER_S:
+            renewed = self._lease.renewed_at.get(injector_id) if self._lease is not None else None
+            if now - (renewed or state.unreachable_since) > self.lost_after_s:
                 for handle in state.handles:
                     if handle.exit_code is None:
                         handle.exit_code = 255
+
+    def _verify_one(self, state: _InjectorState) -> None:
+        """Ask the host what is left of the run, and what its watchdog did."""
+        injector_id = state.handles[0].injector_id
+        fleet = self._fleet()
+        try:
+            remains = fleet.remains(injector_id, state.workdir, [h.log_name for h in state.handles])
+        except SpikeError as exc:
+            self._unverified[injector_id] = exc.message
+            return
+        except Exception as exc:
+            self._unverified[injector_id] = f"checking failed: {type(exc).__name__}: {exc}"
+            return
+        del self._unverified[injector_id]
+        if remains.groups:
+            self._leftovers[injector_id] = "process group(s) " + " ".join(map(str, remains.groups))
+        elif remains.watchdog is not None:
+            self._leftovers[injector_id] = f"its dead-man watchdog (pid {remains.watchdog})"
+        with contextlib.suppress(SpikeError, OSError):
+            self._keep_deadman_log(injector_id, state)
+
+    def _keep_deadman_log(self, injector_id: str, state: _InjectorState) -> None:
+        """Bring the watchdog's log home; if it stopped the run, say so (recovery reads it)."""
+        text = self._fleet().read_from(injector_id, f"{state.workdir}/{DEADMAN_LOG}", 0)
+        if not text:
+            return
+        state.local.mkdir(parents=True, exist_ok=True)
+        (state.local / DEADMAN_LOG).write_bytes(text)
+        for line in text.decode("utf-8", "replace").splitlines():
+            if EXPIRED_MARK in line:
+                self._deadman_fired[injector_id] = line.strip()
+                break
+
+
+def _stop_quietly(handle: RemoteInjector) -> None:
+    with contextlib.suppress(Exception):
+        handle.stop(1.0)
 
 
 def _tar_bundle(cache_dir: Path, kind: str, files: Iterable[tuple[str, Path]]) -> tuple[Path, str]:
