@@ -102,25 +102,37 @@ def run_ids(runs_dir: Path) -> list[str]:
         (10, ["--max-cost", "0.001"], "over the budget of $0.00"),
     ],
 )
-def test_bad_input_is_refused_before_any_aws_call(
+def test_bad_input_is_refused_before_any_aws_call_but_the_credentials_check(
     tmp_path: Path,
     target: TargetServer,
-    monkeypatch: pytest.MonkeyPatch,
+    moto: MotoServer,
+    aws_env: dict[str, str],
     duration_s: int,
     extra: list[str],
     message: str,
 ) -> None:
-    # every AWS call would go to a closed port: a refusal that needed AWS would fail differently
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
+    # the provider's preflight asks STS who we are (moto answers); the refusals need no other call
     profile = write_profile(tmp_path, rate_per_s=5, duration_s=duration_s)
-    args = aws_args("http://127.0.0.1:9", target, *extra)
+    args = aws_args(moto.endpoint, target, *extra)
     result = spike_run(profile, tmp_path / "runs", *args)
     assert result.exit_code == ExitCode.BAD_INPUT, result.output
     assert message in result.output
     # no Terraform configuration was even written
     assert not list((tmp_path / "runs").glob("*/terraform"))
+
+
+def test_credentials_are_checked_before_anything_is_written(
+    tmp_path: Path, target: TargetServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an endpoint where nothing answers: STS GetCallerIdentity fails, and the run stops there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    profile = write_profile(tmp_path, rate_per_s=5, duration_s=10)
+    result = spike_run(profile, tmp_path / "runs", *aws_args("http://127.0.0.1:9", target))
+    assert result.exit_code == ExitCode.BAD_INPUT, result.output
+    assert "cannot reach http://127.0.0.1:9" in result.output
+    assert "fix: check --aws-endpoint http://127.0.0.1:9" in result.output
+    assert run_ids(tmp_path / "runs") == []
 
 
 def test_apply_in_two_regions_then_unverifiable_host_keys_destroy_everything(
