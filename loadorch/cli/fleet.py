@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from loadorch.errors import BadInputError
+from loadorch.cli.common import exit_with
+from loadorch.errors import BadInputError, SpikeError
 from loadorch.paths import build_cache_dir
+from loadorch.profiles.model import check_base_url
 from loadorch.providers.base import Provider
 from loadorch.providers.local import LocalProvider
 
@@ -59,20 +63,71 @@ TtlOption = Annotated[
         "--ttl", min=10, max=1440, help="aws: minutes after boot when every injector powers itself off."
     ),
 ]
+
+
+def _checked(option: str, check: Callable[[Any], object]) -> Callable[[Any], Any]:
+    """An option callback: `check(value)` raises a spike error, printed as spike prints errors."""
+
+    def callback(value: Any) -> Any:
+        if value is not None:
+            try:
+                check(value)
+            except SpikeError as exc:
+                exc.where = option
+                exit_with(exc)
+        return value
+
+    return callback
+
+
+def _operator_cidr(value: str) -> None:
+    from loadorch.plan.cost import check_operator_cidr
+
+    check_operator_cidr(value)
+
+
+def _endpoint(value: str) -> None:
+    try:
+        check_base_url(value)
+    except ValueError as exc:
+        raise BadInputError(
+            f"invalid AWS endpoint: {exc}",
+            fix="give the emulator's URL, e.g. --aws-endpoint http://127.0.0.1:5000",
+        ) from None
+
+
+def _finite_non_negative(value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise BadInputError(f"{value} is not a number >= 0", fix="give a finite number, e.g. 2.5")
+
+
 OperatorCidrOption = Annotated[
     str | None,
     typer.Option(
-        help="aws: SSH to the injectors is allowed from here only (default: this machine's address)."
+        help="aws: SSH to the injectors is allowed from here only (default: this machine's address).",
+        callback=_checked("--operator-cidr", _operator_cidr),
     ),
 ]
 MaxCostOption = Annotated[
-    float | None, typer.Option(help="aws: refuse to create the fleet if its estimated cost (USD) is higher.")
+    float | None,
+    typer.Option(
+        help="aws: refuse to create the fleet if its estimated cost (USD) is higher.",
+        callback=_checked("--max-cost", _finite_non_negative),
+    ),
 ]
 AwsEndpointOption = Annotated[
-    str | None, typer.Option(help="aws: send every AWS call here (LocalStack, moto) instead of AWS.")
+    str | None,
+    typer.Option(
+        help="aws: send every AWS call here (LocalStack, moto) instead of AWS.",
+        callback=_checked("--aws-endpoint", _endpoint),
+    ),
 ]
 HostKeyTimeoutOption = Annotated[
-    float, typer.Option(help="aws: seconds to wait for each instance's console to show its SSH host keys.")
+    float,
+    typer.Option(
+        help="aws: seconds to wait for each instance's console to show its SSH host keys.",
+        callback=_checked("--host-key-timeout", _finite_non_negative),
+    ),
 ]
 
 

@@ -418,6 +418,36 @@ CASES = [
         "target-port-0",
     ),
     option(
+        ("run", "--profile", "ok.yaml", "--provider", "aws", "--aws-endpoint", "ftp://127.0.0.1:5000"),
+        "--aws-endpoint",
+        "invalid AWS endpoint: 'ftp://127.0.0.1:5000' has ftp://",
+        "aws-endpoint-scheme",
+    ),
+    option(
+        ("plan", "--profile", "ok.yaml", "--provider", "aws", "--operator-cidr", "0.0.0.0/0"),
+        "--operator-cidr",
+        "operator CIDR 0.0.0.0/0 would open the injectors",
+        "operator-cidr-open",
+    ),
+    option(
+        ("plan", "--profile", "ok.yaml", "--provider", "aws", "--operator-cidr", "not-an-address"),
+        "--operator-cidr",
+        "is neither a CIDR nor an IP address",
+        "operator-cidr-garbage",
+    ),
+    option(
+        ("plan", "--profile", "ok.yaml", "--provider", "aws", "--max-cost", "nan"),
+        "--max-cost",
+        "nan is not a number >= 0",
+        "max-cost-nan",
+    ),
+    option(
+        ("run", "--profile", "ok.yaml", "--provider", "aws", "--host-key-timeout", "-1"),
+        "--host-key-timeout",
+        "-1.0 is not a number >= 0",
+        "host-key-timeout-negative",
+    ),
+    option(
         ("run", "--profile", "ok.yaml", "--provider", "static"),
         "--provider static needs an inventory",
         "needs an inventory of SSH hosts",
