@@ -806,3 +806,23 @@ def test_models_refuse_non_finite_numbers_given_in_python() -> None:
     with pytest.raises(ValidationError) as caught:
         Step(duration_s=10, rate_per_s=float("inf"))
     assert caught.value.errors()[0]["type"] == "finite_number"
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 64])
+def test_feeder_bytes_are_checked_in_chunks_with_the_whole_file_positions(
+    tmp_path: Path, chunk_bytes: int
+) -> None:
+    from loadorch.profiles.loader import check_utf8_file, decode_utf8
+
+    good = "id,name\n1,caf\u00e9\n2,\u20ac\u00e9\n\n3,x\n".encode()
+    (tmp_path / "ok.csv").write_bytes(good)
+    check_utf8_file(tmp_path / "ok.csv", chunk_bytes)  # valid, though characters straddle the chunks
+    for at in range(len(good) + 1):
+        bad = good[:at] + b"\xff" + good[at:]
+        file = tmp_path / f"bad{at}.csv"
+        file.write_bytes(bad)
+        with pytest.raises(ProfileError) as whole:
+            decode_utf8(bad, file)
+        with pytest.raises(ProfileError) as chunked:
+            check_utf8_file(file, chunk_bytes)
+        assert chunked.value.where == whole.value.where
