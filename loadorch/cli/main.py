@@ -13,7 +13,6 @@ from loadorch.cli import (
     dashboards,
     doctor,
     history,
-    metrics,
     plan,
     profiles,
     reap,
@@ -39,7 +38,6 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(dashboards.app, name="dashboards")
 app.add_typer(schedule.app, name="schedule")
 app.add_typer(replay.app, name="replay")
-app.add_typer(metrics.app, name="metrics")
 app.add_typer(runs.app, name="runs")
 app.command("run")(run.run)
 app.command("plan")(plan.plan)
