@@ -16,7 +16,10 @@ Why it is built like this:
   keeps the reason, because retrying data the server refuses would only block the data behind it.
 - `drain` is called before teardown: it waits for the injector's last bytes, completes every
   point, and waits until the sink has everything (or the time is up); what is left stays in the
-  spool on disk for the next agent started with the same spool directory.
+  spool on disk, for the next agent started with the same spool directory or for
+  `spike metrics flush` (loadorch.metrics.pending). Draining and stopping are both bounded, so
+  the agent process always writes its final status, with the exact number of points it left in
+  the spool, before it exits on its own.
 
 Counters (`stats()`): points_written (all points the sink accepted, replayed ones included),
 spooled (points put into the spool), replayed (points written from the spool), dropped (points
@@ -55,6 +58,8 @@ from loadorch.metrics.schema import GRAPHITE_PREFIX
 from loadorch.metrics.sink import Sink, SinkRejected, SinkUnavailable
 
 LISTEN_HOST = "127.0.0.1"  # Gatling runs on the same host; nothing else may feed the agent
+DRAIN_RETRY_S = 0.5  # a draining agent tries an unavailable sink again at least this often
+STOP_TIMEOUT_S = 3.0  # how long `stop` waits for a sink write in flight before spooling it
 _REASONS_KEPT = 20  # distinct rejection reasons kept in stats (each with its point count)
 
 
@@ -103,9 +108,13 @@ class _Delivery:
         self._backoff = settings.backoff_initial_s
         self._cond = threading.Condition()
         self._queue: deque[list[str]] = deque()
+        # writes taken from the queue and not yet written, spooled or dropped (see `stop`)
+        self._inflight: list[list[str]] = []
         self._busy = False
         self._stopping = False
+        self._abandoned = False  # `stop` gave up waiting: this thread must not touch the spool again
         self._retry_at = 0.0  # time.monotonic() before which the sink is not tried again
+        self._backoff_cap = settings.backoff_max_s
         # counters (written by the delivery thread, read under the lock)
         self.points_written = 0
         self.spooled = 0
@@ -127,10 +136,16 @@ class _Delivery:
             self._queue.append(lines)
             self._cond.notify()
 
-    def retry_now(self) -> None:
-        """Skip the current backoff wait (drain wants everything out now)."""
+    def retry_now(self, max_backoff_s: float | None = None) -> None:
+        """Skip the current backoff wait (drain wants everything out now).
+
+        `max_backoff_s` also caps the waits from now on, so that a drain of a few seconds notices
+        a sink that comes back instead of sleeping through a backoff grown during a long outage.
+        """
         with self._cond:
             self._retry_at = 0.0
+            if max_backoff_s is not None:
+                self._backoff_cap = min(self._backoff_cap, max_backoff_s)
             self._cond.notify()
 
     def idle(self) -> bool:
@@ -157,14 +172,27 @@ class _Delivery:
     def stop(self, timeout_s: float = 10.0) -> bool:
         """Stop after the current write; whatever is still queued goes to the spool, not lost.
 
-        False if the thread is still stuck in a sink write after `timeout_s`.
+        If the thread is still stuck in a sink write after `timeout_s` (a server that accepts the
+        connection and never answers), it is abandoned: every write it has not finished, the one in
+        flight included, and everything queued go to the spool from here, and the spool is closed.
+        Should the stuck write succeed after all, its points are in InfluxDB and in the spool; a
+        later replay writes the same points again, which InfluxDB stores once. Returns False then.
         """
         with self._cond:
             self._stopping = True
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+        if not self._thread.is_alive():
+            return True
+        with self._cond:
+            self._abandoned = True
+            for lines in [*self._inflight, *self._queue]:
+                self._append_to_spool(lines)
+            self._inflight.clear()
+            self._queue.clear()
+            self._spool.close()
+        return False
 
     # -- the delivery thread -----------------------------------------------------------------
 
@@ -180,13 +208,22 @@ class _Delivery:
                 self._queue.clear()
                 stopping = self._stopping
                 self._busy = True
+                if not stopping:
+                    self._inflight = _chunks(batches, self._max_write)
             try:
                 if stopping:
                     for batch in batches:
                         self._to_spool(batch)
                     return
-                for chunk in _chunks(batches, self._max_write):
+                while True:
+                    with self._cond:
+                        if not self._inflight or self._abandoned:
+                            break
+                        chunk = self._inflight[0]
                     self._deliver(chunk)
+                    with self._cond:
+                        if self._inflight and self._inflight[0] is chunk:
+                            self._inflight.pop(0)
                 if not batches:
                     self._replay()
             except Exception as exc:  # pragma: no cover - a bug here must not kill delivery
@@ -208,13 +245,15 @@ class _Delivery:
     def _replay(self) -> None:
         while self._spool and time.monotonic() >= self._retry_at and not self._stopping:
             with self._cond:  # spool calls under the lock: snapshot() reads the spool from other threads
-                batch = self._spool.peek()
+                batch = None if self._abandoned else self._spool.peek()
             if batch is None:
                 break
             outcome = self._write(batch)
             if outcome == "unavailable":
                 break
             with self._cond:
+                if self._abandoned:  # the spool is closed; the batch is still in it (at-least-once)
+                    break
                 self._spool.ack()  # written, or rejected for good (counted as dropped in _write)
                 if outcome == "ok":
                     self.replayed += len(batch)
@@ -237,7 +276,7 @@ class _Delivery:
                 self.write_failures += 1
                 self.last_error = message
                 self.sink_state = "unavailable"
-                self._retry_at = time.monotonic() + self._backoff
+                self._retry_at = time.monotonic() + min(self._backoff, self._backoff_cap)
                 self._backoff = min(self._backoff * 2, self._backoff_max)
             return "unavailable"
         with self._cond:
@@ -248,12 +287,17 @@ class _Delivery:
 
     def _to_spool(self, lines: list[str]) -> None:
         with self._cond:
-            if self._spool.append(lines):
-                self.spooled += len(lines)
-                return
-            why = self._spool.last_error or f"spool full ({self._spool.max_bytes} bytes)"
-            self.dropped += len(lines)
-            self.drop_reasons[f"not spooled: {why}"] += len(lines)
+            if not self._abandoned:  # else `stop` has spooled these lines already
+                self._append_to_spool(lines)
+
+    def _append_to_spool(self, lines: list[str]) -> None:
+        """Under the lock."""
+        if self._spool.append(lines):
+            self.spooled += len(lines)
+            return
+        why = self._spool.last_error or f"spool full ({self._spool.max_bytes} bytes)"
+        self.dropped += len(lines)
+        self.drop_reasons[f"not spooled: {why}"] += len(lines)
 
     def _count_error(self, message: str) -> None:
         with self._cond:
@@ -345,6 +389,7 @@ class Agent:
         self._connections: set[_GraphiteProtocol] = set()
         self._pending: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._health_task: asyncio.Task[None] | None = None
         self._state = "created"
         self._port: int | None = None
         # counters owned by the event loop
@@ -395,16 +440,24 @@ class Agent:
         if self.settings.health_interval_s:
             if self._health is None:
                 self._health = HealthSampler(self.settings.tags)
-            self._tasks.append(asyncio.create_task(self._health_loop(), name="spike-agent-health"))
+            self._health_task = asyncio.create_task(self._health_loop(), name="spike-agent-health")
+            self._tasks.append(self._health_task)
         self._state = "listening"
         return self._port
+
+    def stop_health(self) -> None:
+        """No more injector_health points: once the injector is done they only add to the backlog."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
 
     async def drain(self, timeout_s: float) -> dict[str, Any]:
         """Deliver everything received so far (used before teardown); returns `stats()`.
 
         Waits until nothing has arrived for `quiet_s` (an injector that just exited may still have
         bytes in flight), completes every point, then waits until the sink has accepted everything
-        or `timeout_s` is over (the rest stays spooled on disk). Listening goes on.
+        or `timeout_s` is over (the rest stays spooled on disk). Listening goes on. While it waits,
+        the sink is retried at least every `DRAIN_RETRY_S`, whatever backoff the outage had reached.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_s, 0.0)
@@ -422,7 +475,7 @@ class Agent:
             self._flush(close_points=True)
             self._tap_flush()
             if self._delivery is not None:
-                self._delivery.retry_now()
+                self._delivery.retry_now(max_backoff_s=DRAIN_RETRY_S)
                 while not self._delivery.idle() and loop.time() < deadline:
                     await asyncio.sleep(0.02)
         finally:
@@ -430,8 +483,11 @@ class Agent:
                 self._state = previous
         return self.stats()
 
-    async def stop(self) -> dict[str, Any]:
-        """Stop listening and delivering. Undelivered points are kept in the spool; returns `stats()`."""
+    async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, Any]:
+        """Stop listening and delivering. Undelivered points are kept in the spool; returns `stats()`.
+
+        Bounded: a sink write still hanging after `timeout_s` is abandoned, its points spooled.
+        """
         if self._state == "stopped":
             return self.stats()
         for task in self._tasks:
@@ -450,8 +506,8 @@ class Agent:
         self._flush(close_points=True)
         self._tap_close()
         if self._delivery is not None and self._spool is not None:
-            stopped = await asyncio.get_running_loop().run_in_executor(None, self._delivery.stop)
-            if stopped:  # else the thread still holds the spool; it is a daemon and dies with us
+            stopped = await asyncio.get_running_loop().run_in_executor(None, self._delivery.stop, timeout_s)
+            if stopped:  # else the delivery thread was abandoned and closed the spool itself
                 self._spool.close()
         self._state = "stopped"
         return self.stats()
@@ -619,11 +675,13 @@ class AgentThread:
     def stats(self) -> dict[str, Any]:
         return asyncio.run_coroutine_threadsafe(_call(self.agent.stats), self._loop).result(10)
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, Any]:
         if not self._thread.is_alive():
             return self.agent.stats()
         try:
-            return asyncio.run_coroutine_threadsafe(self.agent.stop(), self._loop).result(30)
+            return asyncio.run_coroutine_threadsafe(self.agent.stop(timeout_s), self._loop).result(
+                timeout_s + 30
+            )
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
@@ -651,13 +709,13 @@ class AgentConfig:
     {"run_id": "...", "region": "eu-west-2", "injector": "eu-west-2-1", "listen_port": 2003,
      "sink_settings": "influx.json",            # or the settings object inline; null/absent: no sink
      "spool_dir": "spool", "status_path": "agent-status.json", "tap_path": "agent-tap.lp",
-     "drain_timeout_s": 30, "status_interval_s": 2, "health_interval_s": 1, "prefix": "spike"}
+     "drain_timeout_s": 10, "status_interval_s": 2, "health_interval_s": 1, "prefix": "spike"}
     """
 
     agent: AgentSettings
     sink_settings: dict[str, Any] | None  # None: no sink, points go to the tap only
     status_path: Path
-    drain_timeout_s: float = 30.0
+    drain_timeout_s: float = 10.0
     status_interval_s: float = 2.0
 
     @classmethod
@@ -765,8 +823,30 @@ def _write_status(path: Path, stats: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def exit_status(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The status an agent leaves behind: "drained", or "stopped" with `pending_at_exit` points spooled.
+
+    `pending_at_exit` counts the points still waiting in the spool (and, should a bug leave any,
+    in memory): exactly what a later `spike metrics flush` has to deliver for this injector.
+    """
+    left = sum(int(stats.get(k, 0) or 0) for k in ("spool_pending_points", "queued_points", "pending_points"))
+    return {**stats, "state": "drained" if left == 0 else "stopped", "pending_at_exit": left}
+
+
+async def _report_status(config: AgentConfig, agent: Agent) -> None:
+    while True:
+        await asyncio.sleep(config.status_interval_s)
+        _write_status(config.status_path, agent.stats())
+
+
 async def serve(config: AgentConfig, sink: Sink | None, stop: asyncio.Event) -> dict[str, Any]:
-    """Run an agent until `stop` is set: status file when listening, periodically and at the end."""
+    """Run an agent until `stop` is set: status file when listening, periodically and at the end.
+
+    Once `stop` is set the agent drains for at most `drain_timeout_s` (plus `STOP_TIMEOUT_S` for a
+    write in flight), spools whatever the sink has not taken, and writes its final status
+    (`exit_status`) before returning, so a caller that allows it a little longer than that never
+    has to kill it and always finds an exact figure of what is left.
+    """
     agent = Agent(config.agent, sink)
     try:
         await agent.start()
@@ -775,15 +855,17 @@ async def serve(config: AgentConfig, sink: Sink | None, stop: asyncio.Event) -> 
         _write_status(config.status_path, {**agent.stats(), "state": "failed", "error": exc.render()})
         raise
     _write_status(config.status_path, agent.stats())
+    reporter = asyncio.create_task(_report_status(config, agent), name="spike-agent-status")
     try:
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), config.status_interval_s)
-            _write_status(config.status_path, agent.stats())
+        await stop.wait()
+        agent.stop_health()
         _write_status(config.status_path, {**agent.stats(), "state": "draining"})
         await agent.drain(config.drain_timeout_s)
     finally:
-        final = await agent.stop()
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        final = exit_status(await agent.stop())
         _write_status(config.status_path, final)
         if sink is not None:
             with contextlib.suppress(Exception):

@@ -30,7 +30,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from loadorch.errors import InfrastructureError
 
@@ -40,6 +40,60 @@ _CURSOR = "cursor.json"
 _LOCK = "lock"
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+
+
+class SpoolCount(NamedTuple):
+    """What a spool directory still holds for delivery."""
+
+    batches: int
+    lines: int
+
+
+def count_pending(directory: Path) -> SpoolCount:
+    """The batches and lines a `Spool` opened on `directory` would deliver, read without opening it.
+
+    Read-only and lock-free, so it may look at the spool of an agent that still runs (then it is a
+    snapshot) or of one that was killed. It counts exactly what `peek` would return: records from
+    the cursor on whose length and CRC check out, per segment up to the first damaged record.
+    """
+    directory = Path(directory)
+    try:
+        seqs = sorted(int(p.stem) for p in directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
+    except OSError:
+        return SpoolCount(0, 0)
+    cursor_seq, cursor_offset = _read_cursor(directory, seqs)
+    batches = lines = 0
+    for seq in seqs:
+        if seq < cursor_seq:
+            continue  # delivered; the agent died before deleting it
+        start = cursor_offset if seq == cursor_seq else 0
+        try:
+            data = (directory / f"{seq:012d}{_SUFFIX}").read_bytes()
+        except OSError:
+            continue
+        offset = start
+        while offset + _HEADER.size <= len(data):
+            length, count, crc = _HEADER.unpack_from(data, offset)
+            payload = data[offset + _HEADER.size : offset + _HEADER.size + length]
+            if len(payload) != length or zlib.crc32(payload) != crc or payload.count(b"\n") + 1 != count:
+                break  # a torn or damaged record: `peek` skips the rest of this segment too
+            offset += _HEADER.size + length
+            batches += 1
+            lines += count
+    return SpoolCount(batches, lines)
+
+
+def _read_cursor(directory: Path, seqs: list[int]) -> tuple[int, int]:
+    """The first undelivered (segment, offset); the oldest segment's start without a valid cursor."""
+    first = seqs[0] if seqs else 1
+    try:
+        data = json.loads((directory / _CURSOR).read_text())
+        seq, offset = int(data["segment"]), int(data["offset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return first, 0
+    if seqs and seq < first:
+        return first, 0
+    return seq, max(offset, 0)
 
 
 class Spool:
@@ -268,15 +322,7 @@ class Spool:
         return offset, batches, lines
 
     def _load_cursor(self, seqs: list[int]) -> tuple[int, int]:
-        first = seqs[0] if seqs else 1
-        try:
-            data = json.loads((self.directory / _CURSOR).read_text())
-            seq, offset = int(data["segment"]), int(data["offset"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return first, 0
-        if seqs and seq < first:
-            return first, 0
-        return seq, max(offset, 0)
+        return _read_cursor(self.directory, seqs)
 
     def _save_cursor(self) -> None:
         path = self.directory / _CURSOR

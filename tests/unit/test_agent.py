@@ -297,7 +297,7 @@ def test_serve_writes_status_files_and_drains_on_stop(tmp_path: Path) -> None:
 
     final = asyncio.run(scenario())
     status = json.loads(config.status_path.read_text())
-    assert status["state"] == final["state"] == "stopped"
+    assert status["state"] == final["state"] == "drained" and status["pending_at_exit"] == 0
     assert status["points_written"] == 4 and status["dropped"] == 0
     assert counts(sink.lines) == [(EPOCH * 1000, 4)]
 
@@ -385,7 +385,7 @@ def test_run_agent_process_spools_while_influx_is_down_and_stops_on_sigterm(tmp_
             proc.kill()
     status = json.loads(status_path.read_text())
     assert status["state"] == "stopped" and status["sink_state"] == "unavailable"
-    assert status["spool_pending_points"] == 4 and status["dropped"] == 0
+    assert status["spool_pending_points"] == status["pending_at_exit"] == 4 and status["dropped"] == 0
     assert "127.0.0.1:1" in status["last_error"]
 
 
@@ -494,7 +494,7 @@ def test_run_agent_process_without_a_sink_writes_only_the_tap(tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
     status = json.loads(status_path.read_text())
-    assert status["state"] == "stopped" and status["sink_state"] == "none"
+    assert status["state"] == "drained" and status["sink_state"] == "none"
     assert status["points_written"] == 0 and status["dropped"] == 0 and status["spooled"] == 0
     assert counts(tap.read_text().splitlines()) == [(EPOCH * 1000, 1), ((EPOCH + 1) * 1000, 2)]
     assert status["tap_lines"] == status["points_received"] == 8 == len(tap.read_text().splitlines())
