@@ -13,6 +13,7 @@ from loadorch.cli import (
     dashboards,
     doctor,
     history,
+    metrics,
     plan,
     profiles,
     reap,
@@ -38,6 +39,7 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(dashboards.app, name="dashboards")
 app.add_typer(schedule.app, name="schedule")
 app.add_typer(replay.app, name="replay")
+app.add_typer(metrics.app, name="metrics")
 app.add_typer(runs.app, name="runs")
 app.command("run")(run.run)
 app.command("plan")(plan.plan)
