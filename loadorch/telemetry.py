@@ -13,20 +13,27 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadorch.errors import InjectorError, PreflightError
+from loadorch.errors import InjectorError, PreflightError, SpikeError
 from loadorch.livestream import TapFile
 from loadorch.metrics.influx import InfluxSettings, make_sink
+from loadorch.metrics.pending import append_unsent, find_pending
 from loadorch.metrics.sink import Sink, SinkRejected, SinkUnavailable
 from loadorch.plan.model import InjectorPlan
 from loadorch.process import Command
+from loadorch.providers.base import InjectorHandle
 
 AGENT_READY_TIMEOUT_S = 20.0
-AGENT_DRAIN_TIMEOUT_S = 60.0
+# The end-of-run drain: every agent at once, all within AGENT_DRAIN_TIMEOUT_S (then forced). Each
+# agent stops waiting for InfluxDB after AGENT_SELF_DRAIN_S, spools what is left, writes its final
+# status and exits; the difference covers a write in flight (agent.STOP_TIMEOUT_S) and the exit.
+AGENT_DRAIN_TIMEOUT_S = 15.0
+AGENT_SELF_DRAIN_S = 10.0
+_FORCED_STOP_S = 15.0  # after the bound: how long forcing a stop (SIGKILL, or a remote kill) may take
 COUNTERS = ("points_written", "spooled", "replayed", "dropped")
 
 
@@ -71,11 +78,47 @@ def write_agent_config(
         "spool_dir": "agent-spool",
         "status_path": "agent-status.json",
         "tap_path": TAP_FILE,
-        "drain_timeout_s": AGENT_DRAIN_TIMEOUT_S,
+        "drain_timeout_s": AGENT_SELF_DRAIN_S,
     }
     path = workdir / "agent.json"
     path.write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
     return path
+
+
+def drain_agents(
+    handles: Iterable[InjectorHandle], timeout_s: float = AGENT_DRAIN_TIMEOUT_S
+) -> dict[str, str]:
+    """Stop every metrics agent at once and wait for all of them within one bound of `timeout_s`.
+
+    Each handle gets `handle.stop(timeout_s)` on its own thread at the same moment: SIGTERM, upon
+    which the agent drains (bounded by its own `drain_timeout_s`, AGENT_SELF_DRAIN_S), spools what
+    InfluxDB has not taken and exits; an agent still running after `timeout_s` is forced. So the
+    drain takes as long as the slowest agent, not the sum of all. Returns the injectors whose stop
+    failed, with the reason (normally empty); the teardown still stops whatever is left.
+    """
+    handles = list(handles)
+    failures: dict[str, str] = {}
+
+    def stop(handle: InjectorHandle) -> None:
+        try:
+            handle.stop(timeout_s)
+        except (SpikeError, OSError) as exc:
+            failures[handle.injector_id] = exc.render() if isinstance(exc, SpikeError) else str(exc)
+
+    threads = [
+        threading.Thread(target=stop, args=(h,), name=f"spike-drain-{h.injector_id}", daemon=True)
+        for h in handles
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s + _FORCED_STOP_S
+    for thread, handle in zip(threads, handles, strict=True):
+        thread.join(max(deadline - time.monotonic(), 0.0))
+        if thread.is_alive():
+            failures.setdefault(
+                handle.injector_id, f"still stopping after {timeout_s + _FORCED_STOP_S:.0f} s"
+            )
+    return failures
 
 
 def read_status(workdir: Path) -> dict[str, Any]:
@@ -126,9 +169,8 @@ class RunWriter:
             self.sink.write(lines)
             self.written += len(lines)
         except (SinkUnavailable, SinkRejected) as exc:
-            # keep them for a later replay: `curl --data-binary @unsent-points.lp '<influx>/write?...&precision=ms'`
-            with (self.run_dir / "unsent-points.lp").open("a") as handle:
-                handle.write("\n".join(lines) + "\n")
+            # kept for `spike metrics flush` (and the next run's preflight, `spike stack up`)
+            append_unsent(self.run_dir, lines)
             self.unsent += len(lines)
             self.errors.append(exc.message)
 
@@ -202,8 +244,7 @@ class TapForwarder:
 
     def _keep_on_disk(self, lines: list[str]) -> None:
         if lines:
-            with (self.run_dir / "unsent-points.lp").open("a") as handle:
-                handle.write("\n".join(lines) + "\n")
+            append_unsent(self.run_dir, lines)
             self.unsent += len(lines)
 
     def stop(self, timeout_s: float) -> None:
@@ -228,16 +269,43 @@ class TapForwarder:
         }
 
 
+def with_pending(metrics: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """`metrics` with the pending figures recounted from the run directory.
+
+    pending_points: every point of the run not in InfluxDB (agent spools and unsent-points.lp);
+    pending: the same per place; left_in_spool: the agent spools' share. Call it again after the
+    last point spike writes for the run (final events, history), or the figure misses those.
+    """
+    pending = find_pending(run_dir)
+    return {
+        **metrics,
+        "left_in_spool": sum(s.points for s in pending.sources if s.kind == "spool"),
+        "pending_points": pending.points,
+        "pending": {s.label: s.points for s in pending.sources},
+    }
+
+
 def metrics_summary(
     agent_statuses: Mapping[str, Mapping[str, Any]],
     writer: RunWriter | None,
     forwarder: TapForwarder | None = None,
+    *,
+    run_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Points written, spooled and dropped: every agent's, spike's forwarding and the orchestrator's."""
+    """Points written, spooled and dropped: every agent's, spike's forwarding and the orchestrator's.
+
+    `pending_points` is what has not reached InfluxDB, counted from the run directory itself (every
+    agent spool and unsent-points.lp, `loadorch.metrics.pending`), so it is exact even for an agent
+    that was killed before its last status; `spike metrics flush` delivers exactly that many.
+    Count it after the last point spike writes for the run, or it misses those.
+    """
     totals: dict[str, Any] = {
         name: sum(int(s.get(name, 0) or 0) for s in agent_statuses.values()) for name in COUNTERS
     }
     totals["left_in_spool"] = sum(int(s.get("spool_pending_points", 0) or 0) for s in agent_statuses.values())
+    run_dir = run_dir or (writer.run_dir if writer else forwarder.run_dir if forwarder else None)
+    if run_dir is not None:
+        totals = with_pending(totals, run_dir)
     if forwarder is not None:
         # remote agents do not write themselves: spike forwards their points
         totals["points_written"] += forwarder.written
@@ -248,7 +316,7 @@ def metrics_summary(
         "orchestrator_points_unsent": writer.unsent if writer else 0,
         "orchestrator_errors": writer.errors[:5] if writer else [],
         "agents": {
-            name: {k: s.get(k) for k in (*COUNTERS, "state", "last_error")}
+            name: {k: s.get(k) for k in (*COUNTERS, "state", "pending_at_exit", "last_error")}
             for name, s in agent_statuses.items()
         },
     }
