@@ -164,6 +164,11 @@ class RunSession:
                 start_lead_s=self.settings.start_lead_s,  # provisional: fixed again at the go signal
             ),
         )
+        # what a provider can refuse about the plan itself (aws: regions, CIDR, TTL, budget): exit 2,
+        # before the run directory exists
+        check_plan = getattr(self.provider, "check_plan", None)
+        if check_plan is not None:
+            check_plan(self.plan, self.provider.operator_cidr())  # type: ignore[attr-defined]
         self.disk_need = estimate_run_disk(
             self.plan,
             html_report=self.settings.html_report,
