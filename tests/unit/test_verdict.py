@@ -78,7 +78,9 @@ def test_judge_fails_on_slo_and_passes_otherwise(plan_and_profile) -> None:
     assert "p95 latency of all requests" in bad.reason
     # an SLO about a request that never ran cannot be met
     assert "p50 latency of b" in bad.reason
-    good = judge(plan, profile.slos, stats_from(log_lines([("a", 5, "OK"), ("b", 5, "OK")] * 3)), injectors, CONTEXT)
+    good = judge(
+        plan, profile.slos, stats_from(log_lines([("a", 5, "OK"), ("b", 5, "OK")] * 3)), injectors, CONTEXT
+    )
     assert good.verdict is Verdict.PASSED and good.exit_code == ExitCode.PASSED
     assert good.to_dict()["requests"] == {"total": 6, "ok": 6, "ko": 0}
     assert good.injectors[0].delivered_share == 1.0
