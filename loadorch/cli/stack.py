@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from loadorch.cli.common import console, handles_errors
+from loadorch.metrics.pending import FlushReport, flush_all
 from loadorch.metrics.stack import (
     DEFAULT_PORT,
     DEFAULT_RPC_PORT,
@@ -36,9 +39,38 @@ def up(
     rpc_port: Annotated[
         int, typer.Option(min=1, max=65535, help="InfluxDB's backup/restore RPC port on 127.0.0.1.")
     ] = DEFAULT_RPC_PORT,
+    runs_dir: Annotated[
+        Path, typer.Option(help="Deliver the points runs here could not write to this InfluxDB.")
+    ] = Path("runs"),
 ) -> None:
-    """Start InfluxDB in the background (if it is not running) and create the `spike` database."""
-    _show(stack_up(port=port, rpc_port=rpc_port))
+    """Start InfluxDB in the background (if it is not running) and create the `spike` database.
+
+    Then points that earlier runs could not write to it (it was down) are delivered.
+    """
+    status = stack_up(port=port, rpc_port=rpc_port)
+    _show(status)
+    if status.running and status.url:
+        _show_flush(flush_all(runs_dir, only_server=status.url), runs_dir)
+
+
+def _show_flush(report: FlushReport, runs_dir: Path) -> None:
+    mine = [r for r in report.runs if not r.skipped]
+    others = [r for r in report.runs if r.skipped]
+    if not mine:
+        console.print(f"pending metrics: none in {runs_dir} for this InfluxDB", markup=False)
+    for run in mine:
+        colour = "green" if run.pending_after == 0 else "yellow"
+        text = (
+            f"run {run.run_id}: {run.pending_before:,} points pending, {run.delivered:,} delivered, "
+            f"{run.pending_after:,} left" + (f" ({run.error})" if run.error else "")
+        )
+        console.print(f"[{colour}]pending metrics[/]: {escape(text)}")
+    if others:
+        points = sum(r.pending_after for r in others)
+        console.print(
+            f"{points:,} points of {len(others)} run(s) wait for other InfluxDB servers: `spike metrics flush`",
+            markup=False,
+        )
 
 
 @app.command("down")
