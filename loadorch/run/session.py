@@ -59,6 +59,7 @@ from loadorch.telemetry import (
     RunWriter,
     TapForwarder,
     agent_command,
+    drain_agents,
     metrics_summary,
     preflight_sink,
     read_status,
@@ -352,9 +353,9 @@ class RunSession:
         if self.agents:
             self.observer.phase("drain", "the metrics agents are delivering their last points")
             drain_s = FORCED_GRACE_S if self.interrupts.forced else AGENT_DRAIN_TIMEOUT_S
-            # SIGTERM: each agent drains to InfluxDB (or its spool), then exits
-            for handle, _, _ in self.agents.values():
-                handle.stop(drain_s)
+            # SIGTERM to every agent at once: each drains to InfluxDB (or its spool), then exits
+            for injector_id, why in drain_agents((h for h, _, _ in self.agents.values()), drain_s).items():
+                self.observer.phase("drain", f"{injector_id}: {why}")
             self.provider.sync()  # the agents' final status and last tap lines
         self.stats = merge([r.accumulator for r in self.runs]) if self.runs else None
         self._record("collected", requests=self.stats.requests if self.stats else 0)
