@@ -150,6 +150,18 @@ def judge(
         return replace(base, verdict=verdict, reasons=(reason,))
 
     slo_results = tuple(evaluate_slos(slos, stats))
+    unanswered = stats.users_started - stats.users_ended
+    if unanswered > 0 and not context.interrupted and any(i.state == "stopped" or i.note for i in injectors):
+        # spike had to stop injectors whose users still waited for answers: those requests were never
+        # recorded, so the figures above alone would look better than what the target did
+        slo_results += (
+            SloResult(
+                f"every request answered ({unanswered:,} user(s) still waiting when stopped)",
+                0,
+                unanswered,
+                False,
+            ),
+        )
     planned_ps = plan.curve.users_per_second()
     achieved_ps = achieved_users_per_second(stats)
     margins = [i.ready_margin_ms for i in outcomes if i.ready_margin_ms is not None]

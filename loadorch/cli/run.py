@@ -44,6 +44,7 @@ from loadorch.profiles.loader import load_profile
 from loadorch.providers.base import Provider
 from loadorch.run.recover import recover_all
 from loadorch.run.result import RunResult, Verdict
+from loadorch.run.stop import parse_abort_when
 
 HTML_REPORT_MODES = ("wait", "background", "off")
 
@@ -126,6 +127,14 @@ def run(
     schedule: Annotated[
         str | None, typer.Option(hidden=True, help="The schedule that started this run.")
     ] = None,
+    abort_when: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--abort-when",
+            help="Stop the load early when the target is down, e.g. 'error-rate>50% for 5s', 'p95>2000ms for 10s', "
+            "'health http://127.0.0.1:8080/health for 10s' (repeatable; beside the profile's stop_when).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print the run result (summary.json's content) as JSON for scripts."),
@@ -160,6 +169,7 @@ def run(
             "bucket": influx_bucket,
             "token_file": str(influx_token_file) if influx_token_file else None,
         }
+    stop_when = tuple(parse_abort_when(text) for text in abort_when or ())
     # the key is read now, so a missing one stops the run before anything starts
     grafana_key = load_key(grafana_key_file) if grafana_url else None
     loaded = load_profile(profile)
@@ -193,6 +203,7 @@ def run(
                 history_db=default_db_path() if history or baseline else None,
                 baseline=baseline,
                 schedule=schedule,
+                stop_when=stop_when,
             ),
             regions=parse_regions(regions),
             target=target,
@@ -227,14 +238,12 @@ def print_result(result: RunResult) -> None:
         )
     metrics = result.metrics
     if metrics:
-        pending = (
-            int(metrics.get("left_in_spool", 0) or 0)
-            + int((metrics.get("forwarded") or {}).get("unsent", 0) or 0)
-            + int(metrics.get("orchestrator_points_unsent", 0) or 0)
-        )
+        pending = int(metrics.get("pending_points", 0) or 0)
         console.print(
             f"metrics: {metrics['points_written']:,} points written by the agents, {metrics['spooled']:,} spooled "
-            f"during outages, {metrics['dropped']:,} dropped, {pending:,} pending delivery; "
+            f"during outages, {metrics['dropped']:,} dropped, {pending:,} pending delivery"
+            + (" (`spike metrics flush` delivers them)" if pending else "")
+            + "; "
             f"{metrics['orchestrator_points_written']:,} run points"
         )
     regression = result.regression

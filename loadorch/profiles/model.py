@@ -296,6 +296,50 @@ class Slos(Model):
     latency: tuple[LatencySlo, ...] = ()
 
 
+class StopCriterion(Model):
+    """Stop the storm early when the target is already down: one condition held for `for_s` seconds.
+
+    Exactly one of: `error_rate_above` (the fraction of KO responses of every second in the window),
+    `latency_above_ms` (the `latency_percentile` of every second in the window), or `health_url`
+    (a GET that fails, or answers 4xx/5xx, every second of the window).
+    """
+
+    error_rate_above: float | None = Field(default=None, gt=0, le=1, description="fraction of KO responses")
+    latency_above_ms: int | None = Field(default=None, gt=0, le=3_600_000)
+    latency_percentile: Literal[50, 75, 95, 99] = Field(default=95, description="one of 50, 75, 95, 99")
+    health_url: str | None = Field(default=None, description="http(s) URL checked once a second")
+    for_s: int = Field(
+        default=5, ge=1, le=3600, description="how many consecutive seconds the condition holds"
+    )
+
+    @field_validator("health_url")
+    @classmethod
+    def _health(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StopCriterion:
+        given = [
+            name
+            for name in ("error_rate_above", "latency_above_ms", "health_url")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise FieldError(
+                "give exactly one of error_rate_above, latency_above_ms or health_url"
+                + (f" (got {', '.join(given)})" if given else ""),
+                given[1] if len(given) > 1 else "for_s",
+            )
+        return self
+
+    def describe(self) -> str:
+        if self.error_rate_above is not None:
+            return f"error rate above {self.error_rate_above:.0%} for {self.for_s} s"
+        if self.latency_above_ms is not None:
+            return f"p{self.latency_percentile} latency above {self.latency_above_ms} ms for {self.for_s} s"
+        return f"health check {self.health_url} failing for {self.for_s} s"
+
+
 class Profile(Model):
     """A validated load-test profile."""
 
@@ -308,6 +352,9 @@ class Profile(Model):
     regions: tuple[Region, ...] = (Region(name="local"),)
     injector: Injector = Injector()
     slos: Slos = Slos()
+    stop_when: tuple[StopCriterion, ...] = Field(
+        default=(), description="stop the load early when the target is already down (the run ends aborted)"
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Profile:

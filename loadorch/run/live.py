@@ -27,6 +27,9 @@ class InjectorRun:
     offset: int = 0
     exit_code: int | None = None
     stopped_by_spike: bool = False
+    # stopped only because it outlived its plan by the allowed overrun: its injection schedule ran
+    # to the end, its users were waiting for answers (a hung or very slow target)
+    overran: bool = False
 
     def read_new(self) -> None:
         """Feed the bytes Gatling appended to this injector's simulation.log since the last read."""
@@ -48,6 +51,8 @@ class InjectorRun:
     @property
     def state(self) -> str:
         if self.exit_code in (0, ASSERTIONS_FAILED) and not self.stopped_by_spike:
+            return "completed"
+        if self.overran:
             return "completed"
         if self.stopped_by_spike:
             return "stopped"

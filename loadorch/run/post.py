@@ -35,7 +35,7 @@ from loadorch.run.adjust import finished, with_regression, with_report
 from loadorch.run.layout import RunLayout
 from loadorch.run.result import ReportState, RunResult, RunState
 from loadorch.run.settings import RunObserver, RunSettings
-from loadorch.telemetry import RunWriter
+from loadorch.telemetry import RunWriter, with_pending
 from loadorch.verdict import achieved_users_per_second
 
 ASSERTIONS_FAILED = 2  # Gatling's exit status when its own assertions fail
@@ -200,6 +200,13 @@ def history(post: PostRun, result: RunResult) -> RunResult:
     return recorded
 
 
+def pending_metrics(post: PostRun, result: RunResult) -> RunResult:
+    """Points not in InfluxDB, counted from the run directory after the last point spike writes."""
+    if result.metrics is None:
+        return result
+    return replace(result, metrics=with_pending(result.metrics, post.layout.root))
+
+
 def wait_report(post: PostRun, result: RunResult) -> RunResult:
     proc = post.report_proc
     if proc is None or post.settings.html_report != "wait":
@@ -234,6 +241,7 @@ def default_post_steps() -> list[Step]:
         run_points,
         grafana,
         history,
+        pending_metrics,
         wait_report,
         finish,
     ]

@@ -103,6 +103,7 @@ class InjectorOutcome:
     ready_margin_ms: int | None = None
     release_offset_ms: int | None = None
     log: str | None = None
+    note: str | None = None  # what else is worth knowing (e.g. stopped while its users waited for answers)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -35,6 +35,7 @@ from loadorch.engine.gatling.command import injector_command
 from loadorch.engine.gatling.render import render_simulation
 from loadorch.errors import InjectorError, SpikeError
 from loadorch.livestream import LiveStream
+from loadorch.metrics.pending import flush_pending_quietly, write_sink_settings
 from loadorch.metrics.run_points import start_lines
 from loadorch.metrics.sink import Sink
 from loadorch.paths import state_dir
@@ -45,7 +46,7 @@ from loadorch.preflight import check_target_allowed, check_target_reachable, req
 from loadorch.profiles.loader import LoadedProfile
 from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, Provider
 from loadorch.run import gates
-from loadorch.run.adjust import with_failure, with_gates, with_teardown
+from loadorch.run.adjust import with_abort, with_failure, with_gates, with_teardown
 from loadorch.run.clock import check_clock
 from loadorch.run.journal import Journal, RunLock
 from loadorch.run.layout import RunLayout
@@ -54,6 +55,7 @@ from loadorch.run.post import PostRun, annotate_start, default_post_steps
 from loadorch.run.result import GateFinding, InjectorOutcome, RunResult, Teardown, Verdict
 from loadorch.run.settings import NullObserver, RunObserver, RunSettings
 from loadorch.run.signals import Interrupts
+from loadorch.run.stop import StopWatch
 from loadorch.telemetry import (
     AGENT_DRAIN_TIMEOUT_S,
     RunWriter,
@@ -125,6 +127,8 @@ class RunSession:
         self.disk_need: DiskNeed | None = None
         self.disk_watch: DiskWatch | None = None
         self.console_watch: ConsoleWatch | None = None
+        self.stopwatch: StopWatch | None = None
+        self.abort_criterion: str | None = None
         self.start_annotation: str | None = None  # None: added, or no Grafana; else why it failed
 
     # ------------------------------------------------------------------ phases
@@ -142,12 +146,24 @@ class RunSession:
     def preflight(self) -> None:
         """Refuse what cannot run, before anything is built, written or started."""
         check_target_allowed(self.base_url, self.profile.target.allow_hosts)
+        for criterion in (*self.profile.stop_when, *self.settings.stop_when):
+            if criterion.health_url is not None:  # probed once a second: only where load may go too
+                check_target_allowed(criterion.health_url, self.profile.target.allow_hosts)
         require_java(self.settings.java)
         check_target_reachable(self.base_url)
         provider_preflight = getattr(self.provider, "preflight", None)
         if provider_preflight is not None:
             provider_preflight()
         self.sink = preflight_sink(self.settings.influx) if self.settings.influx else None
+        if self.sink is not None and self.settings.influx is not None:
+            # earlier runs' points that never reached this InfluxDB go first (bounded in time)
+            flushed = flush_pending_quietly(self.settings.runs_dir, self.sink, self.settings.influx)
+            if flushed.pending_before:
+                self.observer.phase(
+                    "metrics",
+                    f"delivered {flushed.delivered:,} of {flushed.pending_before:,} points earlier runs left "
+                    f"pending ({flushed.pending_after:,} still pending: `spike metrics flush`)",
+                )
         self.observer.phase(
             "preflight",
             f"target {self.base_url} answers" + (", InfluxDB accepts writes" if self.sink else ""),
@@ -182,6 +198,7 @@ class RunSession:
         layout = RunLayout.of(self.settings.runs_dir, self.plan.run_id)
         layout.root.mkdir(parents=True, exist_ok=False)
         self.layout = layout
+        write_sink_settings(layout.root, self.settings.influx)  # so pending points can be delivered later
         self.lock = RunLock(layout).acquire()
         self.journal = Journal(layout)
         self.journal.record(
@@ -316,11 +333,33 @@ class RunSession:
         plan, settings = self.plan, self.settings
         deadline_ms = plan.start_at_ms + (plan.duration_s + settings.overrun_s) * 1000
         assert self.stream is not None
+        criteria = (*self.profile.stop_when, *settings.stop_when)
+        self.stopwatch = StopWatch(criteria).start() if criteria else None
+        try:
+            self._watch(deadline_ms)
+        finally:
+            if self.stopwatch is not None:
+                self.stopwatch.stop()
+        self.load_ended_ms = self.clock_ms()
+        self._record("load-ended")
+
+    def _watch(self, deadline_ms: float) -> None:
+        plan, settings = self.plan, self.settings
+        assert self.stream is not None
         while True:
             self.provider.sync()
             for run in self.runs:
                 run.read_new()
             running = [r for r in self.runs if r.handle.poll() is None]
+            if self.stopwatch is not None:
+                elapsed_s = (self.clock_ms() - plan.start_at_ms) / 1000
+                fired = self.stopwatch.check((r.accumulator.second_latency for r in self.runs), elapsed_s)
+                if fired is not None:
+                    self.abort_criterion = fired
+                    self._record("stop-criterion", criterion=fired)
+                    self.observer.phase("abort", f"{fired}: stopping the load")
+                    self._stop_injectors(running, settings.stop_grace_s)
+                    break
             full = self._disk_trouble()
             if full is not None:
                 # never inject blind: results that cannot be written are results lost
@@ -333,11 +372,11 @@ class RunSession:
             if not running:
                 break
             if now > deadline_ms:
+                for run in running:
+                    run.overran = True
                 self._stop_injectors(running, settings.stop_grace_s)
                 break
             _sleep_until_tick_or_all_exited(self.runs, settings.tick_s)
-        self.load_ended_ms = self.clock_ms()
-        self._record("load-ended")
 
     def collect(self) -> None:
         """Every injector's results and the agents' last points, before anything is torn down."""
@@ -387,6 +426,9 @@ class RunSession:
                 exit_code=r.exit_code,
                 planned_users=r.plan.planned_users,
                 log=str(r.log_path) if r.log_path else None,
+                note=f"stopped {self.settings.overrun_s:.0f} s after its plan ended, its users still waiting for answers"
+                if r.overran
+                else None,
                 ready_margin_ms=console.ready_margin_ms(layout.console(r.plan.id)),
                 release_offset_ms=console.release_offset_ms(
                     layout.console(r.plan.id), r.accumulator.origin_ms
@@ -398,6 +440,8 @@ class RunSession:
         result = judge(plan, self.profile.slos, self.stats, outcomes, context)
         if self.crashed is not None:
             result = with_failure(result, Verdict.ABORTED, self.crashed)
+        elif self.abort_criterion is not None:
+            result = with_abort(result, self.abort_criterion)
         result = with_gates(result, self._gate_findings(result))
         if self.teardown_value is not None:
             result = with_teardown(result, self.teardown_value)
@@ -586,12 +630,14 @@ class RunSession:
         observed_s = self.plan.duration_s
         if self.interrupted and self.load_ended_ms is None:
             observed_s = max(0.0, (self.clock_ms() - self.plan.start_at_ms) / 1000)
+        elif self.abort_criterion is not None and self.load_ended_ms is not None:
+            observed_s = min(observed_s, max(0.0, (self.load_ended_ms - self.plan.start_at_ms) / 1000))
         arrivals = [
             gates.InjectorArrivals(r.plan.id, dict(r.accumulator.users_started), r.plan.id in completed)
             for r in self.runs
         ]
         findings = gates.injector_findings(self.plan, arrivals, observed_s)
-        if result.fidelity is not None and not self.interrupted:
+        if result.fidelity is not None and not self.interrupted and self.abort_criterion is None:
             findings += gates.region_findings(self.plan, result.fidelity.by_region_mape_pct)
         return findings
 

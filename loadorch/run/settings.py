@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from loadorch.dashboards.grafana import GrafanaKey
+from loadorch.profiles.model import StopCriterion
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class RunSettings:
     history_db: Path | None = None  # record the run in this registry (the CLI: spike's history.sqlite)
     baseline: str | None = None  # "last-passing" or a run id: a regression beyond tolerances fails the run
     schedule: str | None = None  # the schedule that started this run, recorded with it
+    stop_when: tuple[StopCriterion, ...] = ()  # --abort-when, beside the profile's own stop_when
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,16 @@ def test_fidelity_mape_ignores_seconds_below_one_user() -> None:
     assert fidelity_mape_pct([0.5, 10, 20], [7, 11, 18]) == pytest.approx(10.0)
     assert fidelity_mape_pct([10, 10], [10]) == pytest.approx(50.0)
     assert fidelity_mape_pct([0.2], [1]) is None
+
+
+def test_users_left_waiting_when_stopped_fail_the_run(plan_and_profile) -> None:
+    """A hung target: spike stops injectors whose users never got an answer; that is never a pass."""
+    plan, profile = plan_and_profile
+    lines = log_lines([("a", 5, "OK")] * 6)
+    lines += [f"USER\tusers\tSTART\t{START + 3000}"]  # started, never ended, no request recorded
+    for i in range(6):
+        lines.append(f"USER\tusers\tEND\t{START + 500 * i + 10}")
+    stopped = [outcome(exit_code=143, state="stopped", ready_margin_ms=5)]
+    result = judge(plan, profile.slos, stats_from(lines), stopped, CONTEXT)
+    assert result.verdict is Verdict.FAILED
+    assert "every request answered (1 user(s) still waiting when stopped)" in result.reason
