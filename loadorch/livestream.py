@@ -53,6 +53,9 @@ class LiveStream:
     seconds: dict[tuple[str, int], RegionSecond] = field(default_factory=lambda: defaultdict(RegionSecond))
     requests: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     ko: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # per injector: the seconds Gatling reported anything (its heartbeat), and the host's CPU per second
+    beats: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    cpu_pct: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     _newest: dict[str, int] = field(default_factory=dict)
 
     def add_tap(self, path: Path, region: str) -> None:
@@ -81,7 +84,17 @@ class LiveStream:
         if point is None:
             return
         measurement, tags, fields, ts_ms = point
-        if measurement != schema.GATLING or tags.get("request") != "allRequests":
+        injector = tags.get("injector", "")
+        if measurement == schema.INJECTOR_HEALTH:
+            cpu = fields.get("cpu_pct")
+            if cpu is not None and ts_ms >= self.start_at_ms:
+                self.cpu_pct[injector][(ts_ms - self.start_at_ms) // 1000] = cpu
+            return
+        if measurement != schema.GATLING:
+            return
+        if ts_ms >= self.start_at_ms + 1000:
+            self.beats[injector].add((ts_ms - self.start_at_ms) // 1000 - 1)
+        if tags.get("request") != "allRequests":
             return
         second = max(0, (ts_ms - self.start_at_ms) // 1000)
         # Gatling flushes each second's stats at the end of it: they belong to the second before

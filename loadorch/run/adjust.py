@@ -26,9 +26,10 @@ def with_gates(result: RunResult, findings: Sequence[GateFinding]) -> RunResult:
     if not findings:
         return result
     gated = replace(result, gates=tuple(findings))
-    if result.verdict in _WORSE_THAN_INVALID:
+    invalidating = [f for f in findings if f.invalidates]
+    if result.verdict in _WORSE_THAN_INVALID or not invalidating:
         return gated
-    named = "; ".join(f.describe() for f in findings)
+    named = "; ".join(f.describe() for f in invalidating)
     return replace(
         gated,
         verdict=Verdict.INVALID,

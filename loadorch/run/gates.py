@@ -20,6 +20,9 @@ SHORT_SHARE = 0.5  # a second is short below half its planned arrivals (less a u
 BURST_FACTOR = 2.0  # a catch-up burst: more than twice the planned arrivals (plus two users)
 REGION_MAPE_MAX_PCT = 10.0  # a region whose arrivals missed the plan by more than this on average
 REGION_MAPE_MIN_RATE = 20.0  # ... judged only where the plan is busy enough for MAPE to mean something
+HEARTBEAT_GAP_S = 3  # consecutive busy seconds in which Gatling reported nothing at all
+SATURATED_CPU_PCT = 95.0  # an injector host this busy queues its own requests: latency includes it
+SATURATED_MIN_S = 5
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,57 @@ def region_findings(plan: Plan, by_region_mape_pct: Mapping[str, float | None]) 
                     "fidelity",
                     f"region {region.name}",
                     f"arrivals missed the plan by {mape:.1f} % on average (at most {REGION_MAPE_MAX_PCT:.0f} %)",
+                )
+            )
+    return findings
+
+
+def _injector_rates(plan: Plan) -> dict[str, list[float]]:
+    return {i.id: i.curve.users_per_second() for i in plan.injectors}
+
+
+def heartbeat_findings(
+    plan: Plan, beats: Mapping[str, set[int]], completed: set[str], observed_s: float
+) -> list[GateFinding]:
+    """Injectors whose Gatling went silent (no metrics at all) for HEARTBEAT_GAP_S busy seconds or more."""
+    findings = []
+    for injector_id, planned in _injector_rates(plan).items():
+        if injector_id not in completed or not beats.get(injector_id):
+            continue  # an injector without any metrics is judged by its log alone (no agent stream)
+        seen = beats[injector_id]
+        last = min(len(planned) - 1, int(observed_s)) - 1
+        silent = [s for s in range(1, last) if planned[s] >= 2 and s not in seen]
+        for run in _runs(silent):
+            if len(run) >= HEARTBEAT_GAP_S:
+                findings.append(
+                    GateFinding(
+                        "heartbeat", injector_id, f"Gatling reported nothing in {_span(run)}", tuple(run)
+                    )
+                )
+    return findings
+
+
+def saturation_findings(cpu_pct: Mapping[str, Mapping[int, float]], observed_s: float) -> list[GateFinding]:
+    """Injector hosts at SATURATED_CPU_PCT or more for SATURATED_MIN_S seconds: a warning, not a verdict.
+
+    A busy host still injects on time (the stall and burst gates say when it does not), but its own
+    queueing adds to the latency it measures, so the figures are reported with that warning.
+    """
+    findings = []
+    for injector_id, per_second in sorted(cpu_pct.items()):
+        busy = sorted(s for s, pct in per_second.items() if pct >= SATURATED_CPU_PCT and s <= observed_s)
+        runs = [run for run in _runs(busy) if len(run) >= SATURATED_MIN_S]
+        if runs:
+            worst = max(per_second.values())
+            seconds = tuple(s for run in runs for s in run)
+            findings.append(
+                GateFinding(
+                    "saturation",
+                    injector_id,
+                    f"host CPU at {SATURATED_CPU_PCT:.0f} % or more for {len(seconds)} s (up to {worst:.0f} %):"
+                    " its latencies include its own queueing",
+                    seconds,
+                    invalidates=False,
                 )
             )
     return findings

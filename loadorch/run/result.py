@@ -140,18 +140,29 @@ class StartSkew:
 class GateFinding:
     """A validity gate that did not hold: what, where (injector or region) and which seconds."""
 
-    gate: str  # fidelity | stall | heartbeat | saturation
+    gate: str  # fidelity | stall | burst | heartbeat | saturation
     where: str
     detail: str
     seconds: tuple[int, ...] = ()
+    invalidates: bool = True  # False: a warning, reported beside the verdict without changing it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"gate": self.gate, "where": self.where, "detail": self.detail, "seconds": list(self.seconds)}
+        return {
+            "gate": self.gate,
+            "where": self.where,
+            "detail": self.detail,
+            "seconds": list(self.seconds),
+            "invalidates": self.invalidates,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GateFinding:
         return cls(
-            str(data["gate"]), str(data["where"]), str(data["detail"]), tuple(data.get("seconds") or ())
+            str(data["gate"]),
+            str(data["where"]),
+            str(data["detail"]),
+            tuple(data.get("seconds") or ()),
+            bool(data.get("invalidates", True)),
         )
 
     def describe(self) -> str:

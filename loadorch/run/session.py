@@ -637,6 +637,10 @@ class RunSession:
             for r in self.runs
         ]
         findings = gates.injector_findings(self.plan, arrivals, observed_s)
+        if self.stream is not None:
+            self.stream.poll()  # the agents' last lines
+            findings += gates.heartbeat_findings(self.plan, self.stream.beats, completed, observed_s)
+            findings += gates.saturation_findings(self.stream.cpu_pct, observed_s)
         if result.fidelity is not None and not self.interrupted and self.abort_criterion is None:
             findings += gates.region_findings(self.plan, result.fidelity.by_region_mape_pct)
         return findings
