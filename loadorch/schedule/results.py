@@ -1,8 +1,7 @@
 """What a scheduled run leaves behind (pure): JUnit XML and the verdict record.
 
-The input is a run's `summary.json` (see `loadorch.verdict.judge`): `profile`,
-`run_id`, `verdict`, `reason`, `exit_code`, `start_at_ms`, `duration_s`, `report`
-and `slos` (each `name`, `threshold`, `actual`, `passed`).
+Both read the run's typed result (`loadorch.run.result.RunResult`, read back from
+its summary.json): never a dict by key.
 """
 
 from __future__ import annotations
@@ -11,12 +10,11 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
 
-# verdicts that mean the run itself did not produce a trustworthy judgement
-ERROR_VERDICTS = ("degraded", "no-data", "interrupted", "error")
+from loadorch.run.result import RunResult, Verdict
 
 
-def _timestamp(summary: dict[str, Any]) -> str:
-    start_ms = summary.get("start_at_ms")
+def _timestamp(result: RunResult) -> str:
+    start_ms = result.start_at_ms
     moment = datetime.fromtimestamp(start_ms / 1000, UTC) if start_ms else datetime.now(UTC)
     # JUnit's schema wants local ISO 8601 without a zone; spike's is UTC
     return moment.replace(tzinfo=None).isoformat(timespec="seconds")
@@ -30,49 +28,55 @@ def _number(value: Any) -> str:
     return str(int(value)) if isinstance(value, int | float) else str(value)
 
 
-def junit_xml(summary: dict[str, Any], *, suite_name: str | None = None) -> str:
+def junit_xml(result: RunResult, *, suite_name: str | None = None) -> str:
     """JUnit XML for one run: a testcase per SLO and one for the run verdict.
 
-    A failed SLO is a <failure> with observed vs limit; the verdict case is a
-    <failure> when SLOs failed and an <error> when the run was degraded, had no
-    data or was interrupted (the SLOs could not be trusted).
+    A failed SLO is a <failure> with observed vs limit; the verdict case is a <failure> when
+    the run failed (an SLO, a regression, a stop criterion) and an <error> when it was
+    degraded, invalid, interrupted or aborted (its SLO figures cannot be trusted as a pass).
     """
-    profile = summary.get("profile") or "run"
-    name = suite_name or f"spike.{profile}"
-    duration = f"{float(summary.get('duration_s') or 0):.3f}"
-    verdict = str(summary.get("verdict") or "error")
-    reason = str(summary.get("reason") or "")
-    slos = summary.get("slos") or []
+    name = suite_name or f"spike.{result.profile or 'run'}"
+    duration = f"{result.duration_s:.3f}"
+    verdict, reason = result.verdict.value, result.reason
 
     suites = ET.Element("testsuites", name="spike")
-    suite = ET.SubElement(suites, "testsuite", name=name, timestamp=_timestamp(summary), time=duration)
+    suite = ET.SubElement(suites, "testsuite", name=name, timestamp=_timestamp(result), time=duration)
     properties = ET.SubElement(suite, "properties")
-    for key in ("run_id", "profile", "provider", "target", "report", "run_dir", "verdict", "exit_code"):
-        if summary.get(key) is not None:
-            ET.SubElement(properties, "property", name=key, value=str(summary[key]))
+    for key, value in (
+        ("run_id", result.run_id),
+        ("profile", result.profile),
+        ("provider", result.provider),
+        ("target", result.target),
+        ("report", result.report.path),
+        ("run_dir", result.run_dir),
+        ("verdict", verdict),
+        ("exit_code", int(result.exit_code)),
+    ):
+        if value not in (None, ""):
+            ET.SubElement(properties, "property", name=key, value=str(value))
 
     failures = errors = 0
-    for slo in slos:
-        case = ET.SubElement(suite, "testcase", classname=f"{name}.slo", name=str(slo["name"]), time=duration)
-        if not slo.get("passed"):
+    for slo in result.slos:
+        case = ET.SubElement(suite, "testcase", classname=f"{name}.slo", name=slo.name, time=duration)
+        if not slo.passed:
             failures += 1
-            observed, limit = _number(slo.get("actual")), _number(slo.get("threshold"))
+            observed, limit = _number(slo.actual), _number(slo.threshold)
             failure = ET.SubElement(
                 case, "failure", type="SloFailed", message=f"observed {observed}, limit {limit}"
             )
-            failure.text = f"{slo['name']}: observed {observed}, limit {limit}"
+            failure.text = f"{slo.name}: observed {observed}, limit {limit}"
 
     case = ET.SubElement(suite, "testcase", classname=name, name="run verdict", time=duration)
-    if verdict == "failed":
+    if result.verdict is Verdict.FAILED or (result.verdict is Verdict.ABORTED and result.abort_criterion):
         failures += 1
-        ET.SubElement(case, "failure", type="failed", message=reason).text = reason
-    elif verdict in ERROR_VERDICTS or verdict != "passed":
+        ET.SubElement(case, "failure", type=verdict, message=reason).text = reason
+    elif result.verdict is not Verdict.PASSED:
         errors += 1
         ET.SubElement(case, "error", type=verdict, message=reason).text = reason
     out = ET.SubElement(case, "system-out")
-    out.text = f"verdict: {verdict}\nreason: {reason}\nreport: {summary.get('report') or '-'}\n"
+    out.text = f"verdict: {verdict}\nreason: {reason}\nreport: {result.report.path or '-'}\n"
 
-    tests = len(slos) + 1
+    tests = len(result.slos) + 1
     for element in (suites, suite):
         element.set("tests", str(tests))
         element.set("failures", str(failures))
@@ -84,7 +88,7 @@ def junit_xml(summary: dict[str, Any], *, suite_name: str | None = None) -> str:
 
 
 def verdict_record(
-    summary: dict[str, Any],
+    result: RunResult,
     *,
     schedule: str,
     exit_code: int,
@@ -96,14 +100,14 @@ def verdict_record(
     """The content of verdict.json (and of the webhook's POST body)."""
     return {
         "schedule": schedule,
-        "run_id": summary.get("run_id"),
-        "profile": summary.get("profile"),
-        "verdict": summary.get("verdict") or "error",
+        "run_id": result.run_id,
+        "profile": result.profile,
+        "verdict": result.verdict.value,
         "exit_code": exit_code,
-        "reason": summary.get("reason") or "",
-        "slos": summary.get("slos") or [],
-        "report": summary.get("report"),
-        "run_dir": summary.get("run_dir"),
+        "reason": result.reason,
+        "slos": [slo.to_dict() for slo in result.slos],
+        "report": result.report.path,
+        "run_dir": result.run_dir,
         "junit": junit_path,
         "started": started.isoformat(timespec="seconds"),
         "ended": ended.isoformat(timespec="seconds"),

@@ -44,6 +44,7 @@ from typing import IO, Any
 
 from loadorch.errors import BadInputError, ExitCode, SpikeError
 from loadorch.history.registry import record_missed
+from loadorch.run.result import RunResult, Verdict
 from loadorch.schedule import cron
 from loadorch.schedule.install import (
     Schedule,
@@ -301,27 +302,40 @@ def _run_locked(
     ended = clock()
 
     found = _newest_summary(runs_dir, before)
+    result: RunResult | None = None
     if found is not None:
         run_dir: Path | None = found[0]
-        summary = found[1]
         artifacts = found[0]
+        try:
+            result = RunResult.from_dict(found[1])
+        except BadInputError as exc:
+            failure = failure or f"its summary.json could not be read: {exc.message}"
     else:
         run_dir = None
         stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         artifacts = results / f"{schedule.name}-{stamp}"
-        summary = {
-            "profile": _profile_name(schedule),
-            "verdict": "passed" if returncode == 0 else "error",
-            "reason": failure or f"spike exited {returncode} and wrote no summary.json under {runs_dir}",
-            "exit_code": returncode,
-            "duration_s": (ended - started).total_seconds(),
-            "start_at_ms": int(started.timestamp() * 1000),
-        }
+    if result is None:
+        # nothing was judged, so nothing passed: whatever spike's exit code, the run is aborted
+        result = RunResult(
+            run_id=run_dir.name if run_dir else "",
+            profile=_profile_name(schedule),
+            provider="",
+            target="",
+            start_at_ms=int(started.timestamp() * 1000),
+            duration_s=(ended - started).total_seconds(),
+            planned_users=0,
+            planned_requests=0,
+            verdict=Verdict.ABORTED,
+            reasons=(failure or f"spike exited {returncode} and wrote no summary.json under {runs_dir}",),
+            run_dir=str(run_dir or ""),
+        )
+        if returncode == 0:
+            returncode = int(ExitCode.INFRASTRUCTURE)
     artifacts.mkdir(parents=True, exist_ok=True)
     junit_path = artifacts / "junit.xml"
-    junit_path.write_text(junit_xml(summary))
+    junit_path.write_text(junit_xml(result))
     verdict = verdict_record(
-        summary,
+        result,
         schedule=schedule.name,
         exit_code=returncode,
         started=started,
