@@ -134,8 +134,9 @@ def render_summary(result: RunResult) -> Group:
             table.add_row(escape(item.message), f"{item.count:,}")
         parts.append(table)
     if result.gates:
-        table = Table("gate", "where", "what", title="validity gates that did not hold")
+        table = Table("gate", "where", "what", "effect", title="validity gates")
         for gate in result.gates:
-            table.add_row(gate.gate, escape(gate.where), escape(gate.detail))
+            effect = "[red]run invalid[/]" if gate.invalidates else "[yellow]warning[/]"
+            table.add_row(gate.gate, escape(gate.where), escape(gate.detail), effect)
         parts.append(table)
     return Group(*parts)
