@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from faultkit import (
     SPIKE,
@@ -201,3 +202,35 @@ def test_full_disk_mid_run_stops_the_load_and_exits_3(tmp_path: Path, target: Ta
         assert "Traceback" not in output
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_sigkill_during_the_html_report(tmp_path: Path, target: TargetServer) -> None:
+    """spike dies while Gatling writes the merged report: the JVM dies with it; recovery finishes the run."""
+    runs = tmp_path / "runs"
+    proc = start_spike(
+        profile(tmp_path, name="report", rate_per_s=40, duration_s=6), runs, "--target", target.url
+    )
+
+    def report_jvm() -> list[psutil.Process]:
+        return [p for p in processes_of(str(runs)) if "-ro" in p.cmdline()]
+
+    (jvm,) = wait_for(report_jvm, "Gatling's reports-only JVM to start")
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    wait_for(
+        lambda: not jvm.is_running() or jvm.status() == psutil.STATUS_ZOMBIE,
+        "the report JVM to die with spike",
+        30,
+    )
+    judged = summary_of(runs)
+    assert judged["state"] == "judged" and judged["report_state"] == "building"
+    recovered = subprocess.run(
+        [str(SPIKE), "runs", "recover", "--runs-dir", str(runs)], capture_output=True, text=True, timeout=120
+    )
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    summary = summary_of(runs)
+    # the verdict was final before spike died: it stands; the report is marked as not built
+    assert (summary["state"], summary["verdict"]) == ("finished", judged["verdict"])
+    assert summary["report_state"].startswith("failed (spike died")
+    assert history_entry(summary["run_id"]).verdict == judged["verdict"]
+    assert processes_of(str(runs)) == []
