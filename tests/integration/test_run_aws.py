@@ -192,3 +192,44 @@ def test_ctrl_c_during_apply_leaves_nothing(
     (run_id,) = run_ids(runs_dir)
     assert f"nothing tagged SpikeRunId={run_id} remains" in output
     assert tagged(moto, run_id) == []
+
+
+def test_sigkill_of_spike_during_apply_then_recovery_leaves_nothing(
+    tmp_path: Path, target: TargetServer, moto: MotoServer, aws_env: dict[str, str]
+) -> None:
+    """spike dies mid-apply: Terraform is interrupted with it and saves its state; recovery destroys."""
+    import psutil
+
+    profile = write_profile(tmp_path, rate_per_s=20, duration_s=10)
+    runs_dir = tmp_path / "runs"
+    argv = [sys.executable, "-m", "loadorch", "run", "--profile", str(profile), "--runs-dir", str(runs_dir)]
+    argv += aws_args(moto.endpoint, target, "--host-key-timeout", "60")
+    log = (tmp_path / "spike.log").open("w+")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **aws_env})
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and "Creation complete" not in Path(log.name).read_text():
+            assert proc.poll() is None, Path(log.name).read_text()
+            time.sleep(0.1)
+        assert "Creation complete" in Path(log.name).read_text()
+        terraform = [c for c in psutil.Process(proc.pid).children(recursive=True) if "terraform" in c.name()]
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Terraform got SIGINT from the kernel when spike died: it stops and saves what it created
+    psutil.wait_procs(terraform, timeout=120)
+    assert not any(t.is_running() and t.status() != psutil.STATUS_ZOMBIE for t in terraform)
+    (run_id,) = run_ids(runs_dir)
+    assert tagged(moto, run_id), "the test killed spike after something was created"
+    recovered = subprocess.run(
+        [sys.executable, "-m", "loadorch", "runs", "recover", "--runs-dir", str(runs_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **aws_env},
+    )
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "verdict aborted" in recovered.stdout and "terraform destroyed the fleet" in recovered.stdout
+    assert tagged(moto, run_id) == []
