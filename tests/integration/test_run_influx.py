@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,11 +127,13 @@ def test_every_second_of_every_injector_lands_and_counts_match_the_logs(
     assert not empty, f"panels without data: {empty}"
 
 
+@pytest.mark.parametrize("mode", ["stopped", "frozen"])
 def test_influx_outage_mid_run_loses_nothing(
-    tmp_path: Path, target: TargetServer, influx: LocalInflux
+    tmp_path: Path, target: TargetServer, influx: LocalInflux, mode: str
 ) -> None:
     class Outage:
-        """Stops InfluxDB 3 s into the load and starts it again 12 s later, on the same port and data."""
+        """InfluxDB goes away 3 s into the load for 20 s: stopped (then started again on the same port
+        and data), or frozen with SIGSTOP (it accepts connections and answers nothing), then resumed."""
 
         def __init__(self) -> None:
             self.ticks = 0
@@ -141,15 +145,23 @@ def test_influx_outage_mid_run_loses_nothing(
         def tick(self, view: Any) -> None:
             self.ticks += 1
             if self.ticks == 5:
-                influx.stop()
+                if mode == "stopped":
+                    influx.stop()
+                else:
+                    assert influx.process is not None
+                    os.kill(influx.process.pid, signal.SIGSTOP)
                 self.down_at = self.ticks
-            if self.down_at and self.ticks == self.down_at + 12:
-                influx.requested = (influx.port, influx.rpc_port)
-                influx.start()
+            if self.down_at and self.ticks == self.down_at + 20:
+                if mode == "stopped":
+                    influx.requested = (influx.port, influx.rpc_port)
+                    influx.start()
+                else:
+                    assert influx.process is not None
+                    os.kill(influx.process.pid, signal.SIGCONT)
 
     outage = Outage()
     outcome = run_with_influx(
-        tmp_path, target, influx, observer=outage, name="outage", rate_per_s=20, duration_s=22
+        tmp_path, target, influx, observer=outage, name="outage", rate_per_s=20, duration_s=30
     )
     assert outage.down_at, "the outage never happened"
     summary = outcome.summary
