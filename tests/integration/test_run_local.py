@@ -54,7 +54,9 @@ def test_short_run_with_two_injectors(tmp_path: Path, target: TargetServer) -> N
     assert recorder.phases[:4] == ["preflight", "build", "plan", "run"] or "build" in recorder.phases
     assert recorder.ticks >= 10
     # the live view follows the agents' stream: achieved requests/s near the plan's 20 per region
-    middle = [v for v in recorder.views if 4 <= v.elapsed_s <= 14]
+    # (views from before the agents' first settled second have no row data yet: a busy machine
+    # can delay Gatling's first flushes by a few seconds)
+    middle = [v for v in recorder.views if 4 <= v.elapsed_s <= 14 and all(r.requests for r in v.regions)]
     assert len(middle) >= 6
     assert all([round(r.planned_requests_per_s) for r in v.regions] == [20, 20] for v in middle)
     for region in range(2):
@@ -115,6 +117,12 @@ def test_failing_slo_exits_1(tmp_path: Path) -> None:
     assert summary["slos"][0]["actual"] >= 30
 
 
+def _logged_requests(runs: Path) -> int:
+    return sum(
+        log.read_bytes().count(b"\nREQUEST\t") for log in runs.glob("*/injectors/*/results/*/simulation.log")
+    )
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer, signum: int) -> None:
     profile = write_profile(tmp_path, name="long", rate_per_s=20, duration_s=60)
@@ -128,11 +136,13 @@ def test_interrupt_mid_run_leaves_no_java(tmp_path: Path, target: TargetServer, 
         env={**os.environ, "COLUMNS": "200"},
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline and len(java_processes(str(runs))) < 2:
             time.sleep(0.2)
         assert len(java_processes(str(runs))) == 2, "the injectors never started"
-        time.sleep(6)  # load is flowing
+        while time.monotonic() < deadline and _logged_requests(runs) < 40:
+            time.sleep(0.1)  # until the load is flowing (a state, however busy the machine)
+        assert _logged_requests(runs) >= 40, "the load never flowed"
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=60)
     finally:
