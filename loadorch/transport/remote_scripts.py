@@ -121,8 +121,14 @@ def launch_script(
         f"if [ -e {log}.exit ] || [ -e {log}.pid ]; then rm -f -- {log}.exit {log}.pid; fi\n"
     )
     if deadman is not None:
-        # renewed before anything starts: the watchdog counts from the moment it first looks
-        script += f"echo launch {shlex.quote(token)} > {LEASE_FILE}\n"
+        # nothing starts unless its watchdog can
+        script += (
+            f"command -v {shlex.quote(deadman.python)} >/dev/null 2>&1 || "
+            f"{{ echo {shlex.quote(deadman.python + ' is missing: the dead-man watchdog needs Python 3')} >&2; "
+            "exit 1; }\n"
+            # renewed before anything starts: the watchdog counts from the moment it first looks
+            f"echo launch {shlex.quote(token)} > {LEASE_FILE}\n"
+        )
     script += (
         f"setsid nohup /bin/sh -c {shlex.quote(_WRAPPER)} spike-detached {log} {shlex.quote(command)} "
         f"> {log} 2>&1 < /dev/null &\n"

@@ -4,7 +4,7 @@
         host.address, host.port, host.host_fingerprint   # what an SshHost needs
         host.home                                        # where relative remote paths lead on this host
         host.drop_connections()                          # every open SSH connection dies; sshd keeps listening
-        host.stop(); host.start()                        # down and up again: same host key, same port
+        host.stop(); host.start()                        # sshd down and up again: same host key, same port
 
 Each host is Debian's `/usr/sbin/sshd` in the foreground (`-D -e`) with its own config, host key
 (made by `ssh-keygen`, not by the code under test), authorized_keys and log, all under `root`.
@@ -214,7 +214,12 @@ class SshdHost(ThrowawayServer):
         return len(victims)
 
     def stop(self) -> None:
-        """The host goes down: its connections, what they still run, and the listener."""
+        """sshd goes down: its connections, what they still run, and the listener.
+
+        Detached processes (setsid + nohup, reparented to init) are no descendants of sshd's and
+        keep running, as on a host whose sshd died: start() brings it back on the same address,
+        port and host key.
+        """
         self._kill(self._descendants(sshd_only=False))
         super().stop()
 

@@ -490,3 +490,21 @@ def test_a_renewed_lease_keeps_the_processes_and_the_watchdog_leaves_with_them(
         log = (workdir / "deadman.log").read_text()
         assert "lease expired" not in log and "every process of the run is gone" in log
         assert fleet.remains("inj-1", str(workdir), ["a.log"]).gone
+
+
+def test_nothing_starts_under_a_deadman_whose_python_is_missing(
+    tmp_path: Path, hosts: list[SshdHost], client_key: tuple[Path, str]
+) -> None:
+    workdir = tmp_path / "run"
+    with SshFleet(ssh_hosts(hosts[:1], client_key[0])) as fleet:
+        fleet.connect()
+        with pytest.raises(TransportError, match="/no/python3 is missing: the dead-man watchdog") as refused:
+            fleet.start_detached(
+                "inj-1",
+                "sleep 60",
+                workdir=str(workdir),
+                log_name="a.log",
+                deadman=Deadman(python="/no/python3"),
+            )
+        assert "inj-1 (root@127.0.0.2:" in str(refused.value)
+        assert not (workdir / "a.log.pid").exists() and not sleepers("60")
