@@ -62,7 +62,8 @@ def shell(script: str) -> str:
 # also ends the `sh -c` between the wrapper and the command, and a command that handles TERM
 # (the agent drains its last points) would otherwise still be working when its status appears.
 # The group's members are read from /proc with builtins only (field 5 of /proc/PID/stat, after
-# the command name in parentheses, which may hold anything).
+# the command name in parentheses, which may hold anything). A `sleep` without fractions (some
+# busybox builds) sleeps a whole second instead.
 _WRAPPER = """\
 trap : TERM
 others() {
@@ -76,7 +77,7 @@ others() {
 }
 /bin/sh -c "$2"
 status=$?
-if [ -r /proc/$$/stat ]; then while others; do sleep 0.1; done; fi
+if [ -r /proc/$$/stat ]; then while others; do sleep 0.1 2>/dev/null || sleep 1; done; fi
 echo "$status" > "$1.exit.tmp" && mv -f "$1.exit.tmp" "$1.exit"
 """
 
@@ -387,7 +388,7 @@ def remains_script(workdir: str, log_names: tuple[str, ...], settle_s: float) ->
         '  case "$pid" in ""|*[!0-9]*) ;; *)\n'
         '    i=0; while pid_live "$pid"; do\n'
         f'      [ -n "$alive" ] || [ $i -ge {polls} ] && {{ watchdog=$pid; break; }}\n'
-        "      i=$((i + 1)); sleep 0.1\n"
+        "      i=$((i + 1)); sleep 0.1 2>/dev/null || sleep 1\n"
         "    done;;\n"
         "  esac\n"
         "fi\n"
