@@ -59,7 +59,7 @@ def run_command(command: Command, *, timeout_s: float, what: str) -> subprocess.
 _PR_SET_PDEATHSIG = 1
 
 
-def on_parent_death(sig: signal.Signals) -> Callable[[], None]:
+def on_parent_death_preexec(sig: signal.Signals) -> Callable[[], None]:
     """A preexec function: the kernel sends `sig` to the child when the thread that started it ends.
 
     SIGKILL for processes that hold nothing (a report JVM); SIGINT for Terraform, which then stops
@@ -76,35 +76,43 @@ def on_parent_death(sig: signal.Signals) -> Callable[[], None]:
     return preexec
 
 
-_die_with_parent = on_parent_death(signal.SIGKILL)
+die_with_parent = on_parent_death_preexec(signal.SIGKILL)
 
 
 def spawn(
     command: Command,
     *,
     output: Path,
+    append: bool = False,
     new_session: bool = True,
-    die_with_parent: bool = True,
+    on_parent_death: signal.Signals | None = signal.SIGKILL,
+    env: Mapping[str, str] | None = None,
+    what: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running process, its output to `output`; the one place spike starts one.
+    """Start a long-running process, its output to `output`: the one place spike starts one.
 
     `new_session`: its own process group, so a terminal's Ctrl-C reaches spike only and spike
-    stops its children in order. `die_with_parent`: the kernel kills it when the thread that
-    started it ends (PR_SET_PDEATHSIG), so nothing outlives a killed spike.
+    stops its children in order. `on_parent_death`: the signal the kernel sends it when the thread
+    that started it ends (PR_SET_PDEATHSIG), so nothing outlives a killed spike: SIGKILL for what
+    holds nothing, SIGINT for Terraform (it stops and saves its state), None for what must live on
+    (a report finishing in the background, `spike stack up`'s InfluxDB). `env`: the whole
+    environment (default: this process's plus the command's own).
     """
-    with output.open("wb") as handle:
+    with output.open("ab" if append else "wb") as handle:
         try:
             return subprocess.Popen(
                 command.argv,
                 cwd=command.cwd,
-                env=command.full_env(),
+                env=dict(env) if env is not None else command.full_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=new_session,
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                preexec_fn=on_parent_death_preexec(on_parent_death) if on_parent_death is not None else None,
             )
         except OSError as exc:
-            raise InfrastructureError(
-                f"cannot start {command.argv[0]}: {exc}", fix="run `spike doctor` to see what is missing"
+            found = "not found" if isinstance(exc, FileNotFoundError) else f"cannot be started: {exc}"
+            raise PreflightError(
+                f"{what or 'program'} {command.argv[0]!r} {found}",
+                fix="run `spike doctor` to see what is missing",
             ) from exc

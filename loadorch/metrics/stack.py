@@ -14,7 +14,6 @@ ports, a temporary directory, and a process that dies with its parent.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import shutil
 import signal
@@ -32,6 +31,8 @@ import urllib3
 
 from loadorch.errors import BadInputError, InfrastructureError, PreflightError
 from loadorch.paths import state_dir
+from loadorch.process import Command, spawn
+from loadorch.process import die_with_parent as die_with_parent  # throwaway test servers (sshd) use it
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8086
@@ -40,19 +41,9 @@ DEFAULT_DATABASE = "spike"
 INSTALL_HINT = (
     "install it: apt-get install -y influxdb (as root); `make demo` and `make test` install it for you"
 )
-_PR_SET_PDEATHSIG = 1
 
 
 # ---------------------------------------------------------------- small shared pieces
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # Throwaway servers must not outlive a crashed test run.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def free_port() -> int:
@@ -254,22 +245,18 @@ def influx_query(
 
 
 def _start_influxd(config_file: Path, log_file: Path, *, tied_to_parent: bool) -> subprocess.Popen[bytes]:
-    binary = influxd_binary()
-    log = log_file.open("ab")
     try:
-        return subprocess.Popen(
-            [binary, "run", "-config", str(config_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        return spawn(
+            Command((influxd_binary(), "run", "-config", str(config_file))),
+            output=log_file,
+            append=True,
             # Its own session: Ctrl-C in the terminal that ran `spike stack up` must not stop it.
-            start_new_session=True,
-            preexec_fn=die_with_parent if tied_to_parent else None,
+            new_session=True,
+            on_parent_death=signal.SIGKILL if tied_to_parent else None,
+            what="influxd",
         )
-    except OSError as exc:
-        raise InfrastructureError(f"cannot start influxd: {exc}", fix=INSTALL_HINT) from exc
-    finally:
-        log.close()
+    except PreflightError as exc:
+        raise InfrastructureError(f"cannot start influxd: {exc.message}", fix=INSTALL_HINT) from exc
 
 
 # ---------------------------------------------------------------- spike stack up|down|status

@@ -23,10 +23,10 @@ from loadorch.metrics.stack import (
     LOOPBACK,
     LocalInflux,
     ThrowawayServer,
-    die_with_parent,
     free_port,
     wait_until_ready,
 )
+from loadorch.process import Command, spawn
 
 __all__ = ["LocalInflux", "LocalVictoriaMetrics"]
 
@@ -84,15 +84,10 @@ class LocalVictoriaMetrics(ThrowawayServer):
                     f"-httpAuth.username={self.basic_auth[0]}",
                     f"-httpAuth.password={self.basic_auth[1]}",
                 ]
-            with self.log_file.open("ab") as log:
-                self.process = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,
-                )
+            # a throwaway server must not outlive a crashed test run: it dies with its parent
+            self.process = spawn(
+                Command(tuple(argv)), output=self.log_file, append=True, what="victoria-metrics"
+            )
             try:
                 # /health answers 200 "OK" (401 when -httpAuth is on, which also means it is up).
                 wait_until_ready(

@@ -8,28 +8,18 @@ spike itself is killed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from loadorch.errors import InjectorError
+from loadorch.errors import InjectorError, PreflightError
 from loadorch.plan.model import InjectorPlan, Plan
-from loadorch.process import Command
+from loadorch.process import Command, spawn
 from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, TeardownReport
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 class LocalInjector:
@@ -111,24 +101,13 @@ class LocalProvider:
         self, injector: InjectorPlan, command: Command, workdir: Path, *, log_name: str = "console.log"
     ) -> LocalInjector:
         workdir.mkdir(parents=True, exist_ok=True)
-        console = (workdir / log_name).open("wb")
         try:
-            process = subprocess.Popen(
-                command.argv,
-                cwd=command.cwd or workdir,
-                env=command.full_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches spike, which then stops the fleet in order
-                preexec_fn=_die_with_parent,
-            )
-        except OSError as exc:
+            # its own session: Ctrl-C reaches spike, which then stops the fleet in order; it dies with spike
+            process = spawn(replace(command, cwd=command.cwd or workdir), output=workdir / log_name)
+        except PreflightError as exc:
             raise InjectorError(
-                f"cannot start the injector JVM: {exc}", where=injector.id, fix="run `spike doctor`"
+                f"cannot start the injector JVM: {exc.message}", where=injector.id, fix="run `spike doctor`"
             ) from exc
-        finally:
-            console.close()
         handle = LocalInjector(injector.id, process, workdir)
         self.handles.append(handle)
         return handle

@@ -18,8 +18,11 @@ from loadorch.run.result import GateFinding
 STALL_MIN_SECONDS = 2  # consecutive short seconds that make a stall (one short second is jitter)
 SHORT_SHARE = 0.5  # a second is short below half its planned arrivals (less a user of slack)
 BURST_FACTOR = 2.0  # a catch-up burst: more than twice the planned arrivals (plus two users)
-REGION_MAPE_MAX_PCT = 10.0  # a region whose arrivals missed the plan by more than this on average
-REGION_MAPE_MIN_RATE = 20.0  # ... judged only where the plan is busy enough for MAPE to mean something
+# a region whose arrivals missed the plan by more than this on average ...
+REGION_MAPE_MAX_PCT = 15.0
+# ... judged only where the plan is busy enough for per-second MAPE to mean something: below this a
+# user landing in the next second (flush and start phase) is already several percent of a second
+REGION_MAPE_MIN_RATE = 50.0
 HEARTBEAT_GAP_S = 3  # consecutive busy seconds in which Gatling reported nothing at all
 SATURATED_CPU_PCT = 95.0  # an injector host this busy queues its own requests: latency includes it
 SATURATED_MIN_S = 5

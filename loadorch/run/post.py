@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -112,7 +113,8 @@ def start_report(post: PostRun, result: RunResult) -> RunResult:
         output=layout.report_console,
         # in the background the report outlives spike; when waiting it dies with spike (no orphan JVM)
         new_session=background,
-        die_with_parent=not background,
+        on_parent_death=None if background else signal.SIGKILL,
+        what="Gatling's report JVM",
     )
     post.started = time.monotonic()
     return with_report(result, ReportState("building", str(layout.report_index)))

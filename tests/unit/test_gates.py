@@ -17,8 +17,8 @@ from loadorch.run.result import GateFinding, RunResult, Verdict
 PROFILE = """\
 name: g
 target: {base_url: "http://127.0.0.1:1"}
-baseline_rate_per_s: 40
-shape: {kind: steps, steps: [{duration_s: 20, rate_per_s: 40}]}
+baseline_rate_per_s: 120
+shape: {kind: steps, steps: [{duration_s: 20, rate_per_s: 120}]}
 scenario: {requests: [{name: a, path: /}]}
 regions: [{name: r1}, {name: r2, weight: 3}]
 """
@@ -40,16 +40,16 @@ def test_an_injector_on_plan_passes_every_gate(plan) -> None:
 
 
 def test_a_stall_then_a_catch_up_burst_are_named_with_their_seconds(plan) -> None:
-    per_second = on_plan(plan, "r2-1")  # 30 users/s
+    per_second = on_plan(plan, "r2-1")  # 90 users/s
     for s in range(5, 15):
         per_second[s] = 0
-    per_second[15] = 300  # catching up: 10x in one second
+    per_second[15] = 900  # catching up: 10x in one second
     findings = gates.injector_findings(
         plan, [gates.InjectorArrivals("r2-1", per_second, True)], plan.duration_s
     )
     stall, burst = findings
     assert (stall.gate, stall.where, stall.seconds) == ("stall", "r2-1", tuple(range(5, 15)))
-    assert "started 0 of 300 planned users" in stall.detail
+    assert "started 0 of 900 planned users" in stall.detail
     assert (burst.gate, burst.seconds) == ("burst", (15,))
     assert "10.0x the plan in second 15" in burst.detail
 
@@ -67,9 +67,9 @@ def test_an_injector_that_failed_is_left_to_the_degraded_verdict(plan) -> None:
 
 
 def test_region_fidelity_only_where_the_plan_is_busy(plan) -> None:
-    found = gates.region_findings(plan, {"r1": 12.0, "r2": 3.0})
-    assert [(f.gate, f.where) for f in found] == []  # r1 plans 10 users/s: too quiet for MAPE to mean much
-    found = gates.region_findings(plan, {"r1": 3.0, "r2": 12.0})
+    found = gates.region_findings(plan, {"r1": 18.0, "r2": 3.0})
+    assert [(f.gate, f.where) for f in found] == []  # r1 plans 30 users/s: too quiet for MAPE to mean much
+    found = gates.region_findings(plan, {"r1": 3.0, "r2": 18.0})
     assert [(f.gate, f.where) for f in found] == [("fidelity", "region r2")]
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from loadorch.errors import InfrastructureError, PreflightError, RunInterrupted
-from loadorch.process import Command, on_parent_death
+from loadorch.process import Command, spawn
 from loadorch.providers.terraform.config import FleetSpec, render_root_config
 from loadorch.providers.terraform.inventory import Inventory, inventory_from_outputs
 
@@ -474,25 +474,14 @@ class TerraformWorkspace:
                 raise InfrastructureError(
                     f"terraform is already running in {self.workdir}", where=str(self.workdir)
                 )
-            with log_path.open("wb") as sink:
-                try:
-                    process = subprocess.Popen(
-                        command.argv,
-                        cwd=command.cwd,
-                        env=process_env(command),
-                        stdin=subprocess.DEVNULL,
-                        stdout=sink,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # Ctrl-C reaches spike, which stops Terraform gently
-                        # and if spike itself is killed, Terraform is interrupted (it saves its state)
-                        preexec_fn=on_parent_death(signal.SIGINT),
-                    )
-                except OSError as exc:
-                    found = "not found" if isinstance(exc, FileNotFoundError) else f"cannot run: {exc}"
-                    raise PreflightError(
-                        f"program {command.argv[0]!r} {found}",
-                        fix="run `spike doctor` to see what is missing",
-                    ) from exc
+            process = spawn(
+                command,
+                output=log_path,
+                env=process_env(command),
+                new_session=True,  # Ctrl-C reaches spike, which stops Terraform gently
+                # and if spike itself is killed, Terraform is interrupted (it saves its state)
+                on_parent_death=signal.SIGINT,
+            )
             # Terraform's time starts once it exists: starting it is spike's own overhead.
             running = self._running = _Running(process, time.monotonic(), log_path, stream)
         try:
