@@ -11,6 +11,7 @@ directly in /proc (psutil), independently of what spike says.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -156,6 +157,18 @@ def test_a_killed_spike_leaves_nothing_running_once_the_lease_expires(
         assert "lease expired: deadman.lease not renewed for" in why and f"(limit {SHORT_LEASE_S:g} s)" in why
         assert "SIGTERM to process group(s)" in why
         assert (workdir / "console.log.exit").read_text().strip() == "143"  # Gatling took the TERM
+    # the next spike command finishes the run from what was mirrored before spike died
+    recovered = subprocess.run(
+        [sys.executable, "-m", "loadorch", "runs", "recover", "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    (summary_path,) = (tmp_path / "runs").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert (summary["verdict"], summary["exit_code"], summary["state"]) == ("aborted", 3, "finished")
+    assert summary["requests"]["total"] > 0, "the mirrored logs were judged"
 
 
 def test_every_point_of_every_remote_agent_reaches_influxdb_in_every_run(
