@@ -13,6 +13,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner, Result
 
+from loadorch.metrics.stack import LocalInflux
 from loadorch.target.server import TargetConfig, TargetServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +40,15 @@ def target() -> Iterator[TargetServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[LocalInflux]:
+    """A real InfluxDB 1.6.7 (Debian's) on free loopback ports, for one test."""
+    if shutil.which("influxd") is None:
+        pytest.fail("influxd (InfluxDB 1.6.7) is missing; `make test` installs it (apt-get install influxdb)")
+    with LocalInflux(tmp_path / "influxdb") as server:
+        yield server
 
 
 def java_processes(marker: str) -> list[psutil.Process]:

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import pytest
 from conftest import write_profile
-from test_run_influx import influx, rows  # noqa: F401  (the fixture is used by name)
+from test_run_influx import rows
 from test_run_static import REGIONS, Fleet, Trigger, fleet  # noqa: F401  (the fixture is used by name)
 
 from loadorch.errors import ExitCode
@@ -175,7 +175,7 @@ def test_every_point_of_every_remote_agent_reaches_influxdb_in_every_run(
     tmp_path: Path,
     fleet: Fleet,  # noqa: F811
     target: TargetServer,
-    influx: LocalInflux,  # noqa: F811
+    influx: LocalInflux,
 ) -> None:
     profile = load_profile(
         write_profile(tmp_path, rate_per_s=60, duration_s=5, regions=REGIONS, max_rate_per_s=25)

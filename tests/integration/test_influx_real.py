@@ -40,13 +40,6 @@ def require(binary: str, package: str) -> None:
 
 
 @pytest.fixture
-def influx(tmp_path: Path) -> Iterator[LocalInflux]:
-    require("influxd", "influxdb")
-    with LocalInflux(tmp_path / "influx") as server:
-        yield server
-
-
-@pytest.fixture
 def victoria(tmp_path: Path) -> Iterator[LocalVictoriaMetrics]:
     require("victoria-metrics", "victoria-metrics")
     with LocalVictoriaMetrics(tmp_path / "vm") as server:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,6 @@ from loadorch.profiles.loader import load_profile
 from loadorch.providers.local import LocalProvider
 from loadorch.target.server import TargetServer
 from loadorch.telemetry import AGENT_DRAIN_TIMEOUT_S
-
-
-@pytest.fixture
-def influx(tmp_path: Path) -> Iterator[LocalInflux]:
-    if shutil.which("influxd") is None:
-        pytest.fail("influxd (InfluxDB 1.6.7) is missing; `make test` installs it (apt-get install influxdb)")
-    server = LocalInflux(tmp_path / "influxdb").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 ONE_REGION = "  - {name: eu-west-2}\n"
 

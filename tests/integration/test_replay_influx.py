@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,16 +12,6 @@ from loadorch.replay.sources import influx_series, per_second_counts, series_hit
 
 pytestmark = pytest.mark.timeout(120)
 BASE_MS = 1_790_000_000_000
-
-
-@pytest.fixture
-def influx(tmp_path: Path) -> Iterator[LocalInflux]:
-    if shutil.which("influxd") is None:
-        pytest.fail(
-            "influxd is not installed: run `make test`, which installs it (or apt-get install -y influxdb)"
-        )
-    with LocalInflux(tmp_path / "influx") as server:
-        yield server
 
 
 def write(influx: LocalInflux, lines: list[str]) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,6 @@ from loadorch.paths import build_cache_dir
 from loadorch.profiles.loader import load_profile
 from loadorch.providers.local import LocalProvider
 from loadorch.target.server import TargetServer
-
-
-@pytest.fixture
-def influx(tmp_path: Path) -> Iterator[LocalInflux]:
-    if shutil.which("influxd") is None:
-        pytest.fail("influxd (InfluxDB 1.6.7) is missing; `make test` installs it (apt-get install influxdb)")
-    server = LocalInflux(tmp_path / "influxdb").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def rows(influx: LocalInflux, query: str) -> list[dict[str, Any]]:

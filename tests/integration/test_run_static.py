@@ -20,7 +20,7 @@ import psutil
 import pytest
 from conftest import java_processes, spike_run, write_profile
 from sshd import SshdHost, start_hosts
-from test_run_influx import influx, rows  # noqa: F401  (the fixture is used by name)
+from test_run_influx import rows
 
 from loadorch.errors import ExitCode
 from loadorch.metrics.stack import LocalInflux
@@ -108,7 +108,7 @@ def test_three_ssh_hosts_in_two_regions_run_one_merged_test(
     tmp_path: Path,
     fleet: Fleet,
     target: TargetServer,
-    influx: LocalInflux,  # noqa: F811
+    influx: LocalInflux,
 ) -> None:
     outcome = run_static(tmp_path, fleet, target, influx={"url": influx.url})
     summary = outcome.summary
