@@ -237,6 +237,58 @@ def _unavailable(url: str, exc: BaseException, timeout_s: float, secrets: Sequen
     )
 
 
+@dataclass(frozen=True)
+class QueryAnswer:
+    """InfluxDB's answer to one query: the HTTP status and the body as text."""
+
+    status: int
+    body: str
+
+
+def run_query(
+    url: str,
+    query: str,
+    *,
+    language: str,
+    database: str | None = None,
+    org: str | None = None,
+    token: str | None = None,
+    timeout_s: float = 30.0,
+) -> QueryAnswer:
+    """One query over the same HTTP stack as the sinks: InfluxQL to v1 `/query` (epoch ms, JSON),
+    Flux to v2 `/api/v2/query` (annotated CSV). A token goes in `Authorization: Token` and never into
+    an error. A transport failure raises SinkUnavailable; any HTTP answer is returned for the caller
+    to judge (a 400 is a bad query, a 401 bad credentials).
+    """
+    base = url.rstrip("/")
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Token {token}"
+    if language == "influxql":
+        fields = {"q": query, "epoch": "ms", **({"db": database} if database else {})}
+        target = f"{base}/query"
+        body = urlencode(fields).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    else:
+        target = f"{base}/api/v2/query" + (f"?{urlencode({'org': org})}" if org else "")
+        body = json.dumps(
+            {
+                "query": query,
+                "type": "flux",
+                "dialect": {"header": True, "annotations": ["datatype", "group", "default"]},
+            }
+        ).encode()
+        headers.update({"Accept": "application/csv", "Content-Type": "application/json"})
+    http = _new_pool(timeout_s)
+    try:
+        response = http.request("POST", target, body=body, headers=headers)
+    except urllib3.exceptions.HTTPError as exc:
+        raise _unavailable(url, exc, timeout_s, (token or "",)) from None
+    finally:
+        http.clear()
+    return QueryAnswer(response.status, _scrub(response.data.decode("utf-8", "replace"), (token or "",)))
+
+
 def server_message(body: bytes | str | None, headers: Mapping[str, str] | None, fallback: str) -> str:
     """The server's own explanation: JSON `error`/`message`, the X-Influxdb-Error header, or the body."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")

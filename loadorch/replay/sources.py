@@ -20,9 +20,6 @@ import io
 import json
 import math
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +29,8 @@ from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
 
 from loadorch.errors import BadInputError, InfrastructureError
+from loadorch.metrics.influx import run_query
+from loadorch.metrics.sink import SinkUnavailable
 
 FORMATS = ("combined", "alb", "csv", "spike-run")
 DEFAULT_MAX_MALFORMED_SHARE = 0.01
@@ -638,48 +637,30 @@ def influx_series(
     Token ...` and never appears in errors.
     """
     env = os.environ if environ is None else environ
-    token = env.get(token_env)
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["Authorization"] = f"Token {token}"
-    base = url.rstrip("/")
-    if language == "influxql":
-        params = {"q": query, "epoch": "ms"}
-        if database:
-            params["db"] = database
-        request = urllib.request.Request(
-            f"{base}/query", data=urllib.parse.urlencode(params).encode(), headers=headers, method="POST"
-        )
-        request.add_header("Content-Type", "application/x-www-form-urlencoded")
-    elif language == "flux":
-        body = json.dumps(
-            {
-                "query": query,
-                "type": "flux",
-                "dialect": {"header": True, "annotations": ["datatype", "group", "default"]},
-            }
-        ).encode()
-        headers.update({"Accept": "application/csv", "Content-Type": "application/json"})
-        target = f"{base}/api/v2/query" + (f"?{urllib.parse.urlencode({'org': org})}" if org else "")
-        request = urllib.request.Request(target, data=body, headers=headers, method="POST")
-    else:
+    if language not in ("influxql", "flux"):
         raise BadInputError(f"unknown query language {language!r}", fix="valid values: 'influxql' or 'flux'")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            payload = response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")[:300]
-        error_cls = BadInputError if exc.code in (400, 401, 403, 404) else InfrastructureError
+        answer = run_query(
+            url,
+            query,
+            language=language,
+            database=database,
+            org=org,
+            token=env.get(token_env),
+            timeout_s=timeout_s,
+        )
+    except SinkUnavailable as exc:
+        raise InfrastructureError(exc.message, where=url, fix=exc.fix) from None
+    if answer.status >= 300:
+        error_cls = BadInputError if answer.status in (400, 401, 403, 404) else InfrastructureError
         raise error_cls(
-            f"InfluxDB answered {exc.code} to the {language} query: {detail}",
+            f"InfluxDB answered {answer.status} to the {language} query: {answer.body[:300]}",
             where=url,
             fix=f"check the query, database/org and ${token_env}"
-            if exc.code != 404
+            if answer.status != 404
             else "check the URL and API",
-        ) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise InfrastructureError(f"InfluxDB is unreachable: {reason}", where=url) from None
+        )
+    payload = answer.body
     if language == "flux":
         return sorted(parse_flux_csv(payload))
     try:
