@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from loadorch.errors import BadInputError
-from loadorch.history.registry import RunRecord, get_run, last_passing, record_from_summary
+from loadorch.history.registry import (
+    RunRecord,
+    get_run,
+    last_passing,
+    record_from_result,
+    record_from_summary,
+)
+from loadorch.run.result import RunResult
 
 RowStatus = Literal["ok", "regressed", "improved", "insufficient"]
 GLOBAL_SCOPE = "all requests"
@@ -287,7 +294,7 @@ def compare_runs(
 
 
 def compare_to_baseline(
-    candidate_summary: Mapping[str, Any],
+    candidate_run: RunResult | Mapping[str, Any],
     baseline_spec: str,
     profile: str,
     tolerances: Tolerances | None = None,
@@ -296,16 +303,22 @@ def compare_to_baseline(
     provider: str | None = None,
     db: Path | str | None = None,
 ) -> Comparison | None:
-    """Compare a run's summary.json with its baseline: "last-passing" (of `profile`) or a run id.
+    """Compare a run (its typed result, or its summary.json) with its baseline: "last-passing"
+    (of `profile`) or a run id.
 
     The candidate need not be recorded yet. Returns None when the baseline
     is "last-passing" and no earlier passing run of `profile` exists (the
     first run of a schedule has nothing to regress from); an unknown run id
     raises BadInputError.
     """
-    candidate = record_from_summary(
-        candidate_summary, profile=profile, plan_digest=plan_digest, provider=provider
-    )
+    if isinstance(candidate_run, RunResult):
+        candidate = record_from_result(
+            candidate_run, profile=profile, plan_digest=plan_digest, provider=provider
+        )
+    else:
+        candidate = record_from_summary(
+            candidate_run, profile=profile, plan_digest=plan_digest, provider=provider
+        )
     if baseline_spec == LAST_PASSING:
         baseline = last_passing(profile, before_run_id=candidate.run_id, db=db)
         if baseline is None:

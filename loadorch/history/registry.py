@@ -41,6 +41,7 @@ from typing import Any
 from loadorch.errors import BadInputError, InfrastructureError
 from loadorch.metrics import schema
 from loadorch.paths import state_dir
+from loadorch.run.result import RunResult
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
@@ -232,6 +233,72 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def record_from_result(
+    result: RunResult,
+    *,
+    profile: str | None = None,
+    plan_digest: str = "",
+    provider: str | None = None,
+    schedule: str | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> RunRecord:
+    """The record of a run from its typed result (pure; also used to compare a run not yet recorded).
+
+    `profile` and `provider` default to the result's own; `summary` (default: the result's
+    serialisation) is what is kept beside the record. A result without statistics (nothing was
+    measured) gives zero requests and no latencies.
+    """
+    if not result.run_id:
+        raise BadInputError(
+            "the run result has no run_id",
+            fix="pass the summary.json that `spike run` wrote (it always has run_id)",
+        )
+    everything = result.latency.all if result.latency is not None else None
+    ends = [i.last_request_end_ms for i in result.injectors if i.last_request_end_ms is not None]
+    duration_s = result.duration_s or None
+    started = result.start_at_ms
+    ended = max(ends) if ends else (started + int(duration_s * 1000) if duration_s else None)
+    total, ko = result.requests_total, result.requests_ko
+    return RunRecord(
+        run_id=result.run_id,
+        profile=profile or result.profile,
+        plan_digest=plan_digest,
+        provider=provider or result.provider,
+        started_at_ms=started,
+        ended_at_ms=ended,
+        verdict=result.verdict.value,
+        reason=result.reason,
+        exit_code=int(result.exit_code),
+        requests=total,
+        ko=ko,
+        error_rate=ko / total if total else None,
+        p50=everything.p50 if everything else None,
+        p95=everything.p95 if everything else None,
+        p99=everything.p99 if everything else None,
+        max=everything.max if everything else None,
+        throughput_rps=round(total / duration_s, 6) if duration_s and total else None,
+        fidelity_mape=result.fidelity.mape_pct if result.fidelity is not None else None,
+        run_dir=result.run_dir or None,
+        report=result.report.path,
+        schedule=schedule,
+        request_stats=tuple(
+            RequestStats(
+                request=name,
+                count=lat.all.count,
+                ko=lat.ko.count,
+                p50=lat.all.p50,
+                p95=lat.all.p95,
+                p99=lat.all.p99,
+                max=lat.all.max,
+                mean=lat.all.mean,
+            )
+            for name, lat in sorted(result.by_request.items())
+        ),
+        slo_results=tuple(SloRow(s.name, s.passed, _num(s.actual), _num(s.threshold)) for s in result.slos),
+        summary=dict(summary) if summary is not None else result.to_dict(),
+    )
+
+
 def record_from_summary(
     summary: Mapping[str, Any],
     *,
@@ -240,75 +307,19 @@ def record_from_summary(
     provider: str | None = None,
     schedule: str | None = None,
 ) -> RunRecord:
-    """The record of a run from its summary.json (pure; also used to compare a run not yet recorded).
-
-    `profile` and `provider` default to the summary's own. A summary without
-    statistics (verdict no-data or interrupted early) gives zero requests and
-    no latencies.
-    """
-    run_id = summary.get("run_id")
-    if not isinstance(run_id, str) or not run_id:
+    """The record of a run from a summary.json: read into the typed result first, then recorded."""
+    if not isinstance(summary.get("run_id"), str) or not summary.get("run_id"):
         raise BadInputError(
             "the run summary has no run_id",
             fix="pass the summary.json that `spike run` wrote (it always has run_id)",
         )
-    requests_raw = summary.get("requests")
-    requests: Mapping[str, Any] = requests_raw if isinstance(requests_raw, Mapping) else {}
-    total = _int(requests.get("total")) or 0
-    ko = _int(requests.get("ko")) or 0
-    everything = (summary.get("latency") or {}).get("all") or {}
-    duration_s = _num(summary.get("duration_s"))
-    started = _int(summary.get("start_at_ms")) or 0
-    ends = [
-        _int(i.get("last_request_end_ms")) for i in summary.get("injectors") or [] if isinstance(i, Mapping)
-    ]
-    known_ends = [e for e in ends if e is not None]
-    ended = max(known_ends) if known_ends else (started + int(duration_s * 1000) if duration_s else None)
-    request_rows = []
-    for name, lat in sorted((summary.get("by_request") or {}).items()):
-        lat_all = lat.get("all") or {}
-        request_rows.append(
-            RequestStats(
-                request=name,
-                count=_int(lat_all.get("count")) or 0,
-                ko=_int((lat.get("ko") or {}).get("count")) or 0,
-                p50=_int(lat_all.get("p50")),
-                p95=_int(lat_all.get("p95")),
-                p99=_int(lat_all.get("p99")),
-                max=_int(lat_all.get("max")),
-                mean=_int(lat_all.get("mean")),
-            )
-        )
-    slo_rows = tuple(
-        SloRow(str(s.get("name")), bool(s.get("passed")), _num(s.get("actual")), _num(s.get("threshold")))
-        for s in summary.get("slos") or []
-        if isinstance(s, Mapping)
-    )
-    return RunRecord(
-        run_id=run_id,
-        profile=profile or str(summary.get("profile") or ""),
+    return record_from_result(
+        RunResult.from_dict(summary),
+        profile=profile,
         plan_digest=plan_digest,
-        provider=provider or str(summary.get("provider") or ""),
-        started_at_ms=started,
-        ended_at_ms=ended,
-        verdict=str(summary.get("verdict") or "unknown"),
-        reason=str(summary.get("reason") or ""),
-        exit_code=_int(summary.get("exit_code")) or 0,
-        requests=total,
-        ko=ko,
-        error_rate=ko / total if total else None,
-        p50=_int(everything.get("p50")),
-        p95=_int(everything.get("p95")),
-        p99=_int(everything.get("p99")),
-        max=_int(everything.get("max")),
-        throughput_rps=round(total / duration_s, 6) if duration_s and total else None,
-        fidelity_mape=_num(summary.get("fidelity_mape_pct")),
-        run_dir=summary.get("run_dir") if isinstance(summary.get("run_dir"), str) else None,
-        report=summary.get("report") if isinstance(summary.get("report"), str) else None,
+        provider=provider,
         schedule=schedule,
-        request_stats=tuple(request_rows),
-        slo_results=slo_rows,
-        summary=dict(summary),
+        summary=summary,
     )
 
 
@@ -423,7 +434,7 @@ _RUN_COLUMNS = (
 
 
 def record_run(
-    summary: Mapping[str, Any],
+    run: RunResult | Mapping[str, Any],
     *,
     profile: str,
     plan_digest: str,
@@ -431,13 +442,19 @@ def record_run(
     schedule: str | None = None,
     db: Path | str | None = None,
 ) -> RunRecord:
-    """Keep a judged run (its summary.json); recording the same run_id again replaces it.
+    """Keep a judged run (its typed result, or a summary.json); recording the same run_id again replaces it.
 
     Returns the record as stored.
     """
-    rec = record_from_summary(
-        summary, profile=profile, plan_digest=plan_digest, provider=provider, schedule=schedule
-    )
+    if isinstance(run, RunResult):
+        rec = record_from_result(
+            run, profile=profile, plan_digest=plan_digest, provider=provider, schedule=schedule
+        )
+    else:
+        rec = record_from_summary(
+            run, profile=profile, plan_digest=plan_digest, provider=provider, schedule=schedule
+        )
+    summary = rec.summary
     values = {
         **{c: getattr(rec, c) for c in _RUN_COLUMNS if c != "summary_json"},
         "summary_json": json.dumps(summary, sort_keys=True, default=str),

@@ -82,7 +82,7 @@ def baseline(post: PostRun, result: RunResult) -> RunResult:
         return result
     try:
         comparison = compare_to_baseline(
-            result.to_dict(),
+            result,
             settings.baseline,
             post.plan.profile_name,
             plan_digest=post.plan.profile_digest,
@@ -188,7 +188,7 @@ def history(post: PostRun, result: RunResult) -> RunResult:
     try:
         recorded = replace(result, history=str(settings.history_db))
         record = record_run(
-            recorded.to_dict(),
+            recorded,
             profile=post.plan.profile_name,
             plan_digest=post.plan.profile_digest,
             provider=post.plan.provider,

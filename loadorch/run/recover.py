@@ -199,7 +199,7 @@ def _record(
     if db is not None and record:
         try:
             record_run(
-                replace(result, history=str(db)).to_dict(),
+                replace(result, history=str(db)),
                 profile=result.profile,
                 plan_digest=str(planned.get("plan_digest") or ""),
                 provider=result.provider,

@@ -110,8 +110,11 @@ class InjectorOutcome:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InjectorOutcome:
+        """Read back; a summary from before schema 2 may lack some fields (they get neutral values)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values: dict[str, Any] = {"region": "", "state": "unknown", "exit_code": None, "planned_users": 0.0}
+        values.update({k: v for k, v in data.items() if k in names})
+        return cls(**values)
 
 
 @dataclass(frozen=True)

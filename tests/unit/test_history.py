@@ -238,7 +238,8 @@ def test_two_processes_record_at_once(db: Path) -> None:
     assert all(len(r.request_stats) == 2 for r in list_runs(limit=100, db=db))
 
 
-def test_no_data_summary_is_recorded(db: Path) -> None:
+def test_a_summary_without_data_is_recorded_as_invalid(db: Path) -> None:
+    """Schema 1 called it "no-data"; nothing was measured, which schema 2 calls invalid."""
     summary = {
         "run_id": "r9",
         "profile": "p",
@@ -251,7 +252,8 @@ def test_no_data_summary_is_recorded(db: Path) -> None:
     }
     rec = record_run(summary, profile="p", plan_digest="", provider="local", db=db)
     assert (rec.requests, rec.error_rate, rec.p95, rec.throughput_rps) == (0, None, None, None)
-    assert history_lines(rec) == [f"run_history,profile=p,run_id=r9,verdict=no-data requests=0.0 {START}"]
+    assert (rec.verdict, rec.exit_code) == ("invalid", 3)
+    assert history_lines(rec) == [f"run_history,profile=p,run_id=r9,verdict=invalid requests=0.0 {START}"]
     with pytest.raises(BadInputError, match="no run_id"):
         record_from_summary({"profile": "p"})
 
