@@ -96,28 +96,39 @@ def baseline(post: PostRun, result: RunResult) -> RunResult:
     return with_regression(result, comparison.to_dict(), regressed=comparison.verdict == "regressed")
 
 
-def start_report(post: PostRun, result: RunResult) -> RunResult:
-    """Gatling's merged HTML report over every injector's log (its JVM starts now, in parallel)."""
+def prepare_report(post: PostRun, result: RunResult) -> RunResult:
+    """Gatling's merged HTML report will be built over every injector's log: say so, link the logs."""
     settings, layout = post.settings, post.layout
-    logs = [i.log for i in result.injectors if i.log and os.path.isfile(i.log)]
+    logs = [i for i in result.injectors if i.log and os.path.isfile(i.log)]
     if settings.html_report == "off" or not logs or post.compiled is None:
         return with_report(result, ReportState("off"))
     layout.report_dir.mkdir(exist_ok=True)
-    for item in result.injectors:
-        if item.log and os.path.isfile(item.log):
-            _link_or_copy(item.log, layout.merged_log(item.id))
+    for item in logs:
+        assert item.log is not None
+        _link_or_copy(item.log, layout.merged_log(item.id))
+    return with_report(result, ReportState("building", str(layout.report_index)))
+
+
+def start_report(post: PostRun, result: RunResult) -> RunResult:
+    """The report JVM starts once the verdict is on disk, and runs while the other steps go on."""
+    if result.report.state != "building" or post.compiled is None:
+        return result
+    settings, layout = post.settings, post.layout
     command = reports_only_command(post.compiled.classpath(), layout.root, "report", java=settings.java)
     background = settings.html_report == "background"
-    post.report_proc = spawn(
-        Command(command.argv, command.cwd, command.env),
-        output=layout.report_console,
-        # in the background the report outlives spike; when waiting it dies with spike (no orphan JVM)
-        new_session=background,
-        on_parent_death=None if background else signal.SIGKILL,
-        what="Gatling's report JVM",
-    )
+    try:
+        post.report_proc = spawn(
+            Command(command.argv, command.cwd, command.env),
+            output=layout.report_console,
+            # in the background the report outlives spike; when waiting it dies with spike (no orphan JVM)
+            new_session=background,
+            on_parent_death=None if background else signal.SIGKILL,
+            what="Gatling's report JVM",
+        )
+    except SpikeError as exc:
+        return with_report(result, ReportState(f"failed: {exc.message}"))
     post.started = time.monotonic()
-    return with_report(result, ReportState("building", str(layout.report_index)))
+    return result
 
 
 def write_summary(post: PostRun, result: RunResult) -> RunResult:
@@ -238,8 +249,9 @@ def default_post_steps() -> list[Step]:
     return [
         spike_slos,
         baseline,
-        start_report,
+        prepare_report,
         write_summary,
+        start_report,
         run_points,
         grafana,
         history,
