@@ -5,6 +5,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 8080
 INFLUX_PORT ?= 8086
+# The integration and fault tiers mostly wait (on Gatling runs, timeouts, servers), so two workers
+# roughly halve the suite on a 2-core machine; each test file stays on one worker (--dist loadfile).
+TEST_WORKERS ?= 2
 
 .PHONY: deps system-deps python-deps gatling-deps demo test test-unit test-integration lint bench clean
 
@@ -51,7 +54,7 @@ demo: deps
 	PORT=$(PORT) INFLUX_PORT=$(INFLUX_PORT) SPIKE=$(BIN)/spike scripts/demo.sh
 
 test: deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-unit: python-deps
 	$(BIN)/pytest tests/unit

@@ -34,6 +34,8 @@ def _cpu_hogs() -> Iterator[None]:
     this is how that is checked. The hogs end with the session (and with pytest, if it is killed).
     """
     count = int(os.environ.get("SPIKE_TEST_CPU_HOGS", "0") or 0)
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        count = 0  # with several workers, the first one starts the hogs for the whole machine
     hogs = [multiprocessing.Process(target=_cpu_hog, daemon=True) for _ in range(count)]
     for hog in hogs:
         hog.start()
