@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, data: str | bytes, *, mode: int | None = None) -> None:
+def write_atomic(path: Path, data: str | bytes, *, mode: int | None = None, durable: bool = True) -> None:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
     `mode` sets the permissions before the rename (e.g. 0o600 for state that may be sensitive).
+    `durable=False` skips the fsync, for files rewritten every second whose last copy is enough.
     A failure (a full disk) leaves `path` as it was and no temporary file behind.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -21,7 +22,8 @@ def write_atomic(path: Path, data: str | bytes, *, mode: int | None = None) -> N
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import loadorch
+from loadorch.atomic import write_atomic
 
 _PACKAGE = Path(loadorch.__file__).resolve().parent
 
@@ -59,7 +59,5 @@ def build_agent_zipapp(cache_dir: Path) -> Path:
     path = cache_dir / f"spike-agent-{digest}.pyz"
     if not path.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
     return path

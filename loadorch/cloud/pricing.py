@@ -10,14 +10,13 @@ the state dir.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from loadorch.atomic import write_atomic
 from loadorch.cloud.aws import aws_client, aws_errors
 from loadorch.errors import BadInputError
 from loadorch.paths import state_dir
@@ -218,11 +217,4 @@ def _get_products(client: Any, filters: list[dict[str, str]]) -> list[str]:
 
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)

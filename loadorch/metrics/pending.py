@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 # The spool is the agent's on-disk format; reading it back is this module's job.
 from loadorch.agent.spool import Spool, count_pending
+from loadorch.atomic import write_atomic
 from loadorch.errors import BadInputError, SpikeError
 from loadorch.metrics.influx import InfluxSettings, make_sink
 from loadorch.metrics.sink import Sink, SinkRejected, SinkUnavailable
@@ -603,6 +604,4 @@ def flush_pending_quietly(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)

@@ -35,6 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadorch.atomic import write_atomic
 from loadorch.errors import BadInputError, InjectorError, SpikeError
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command
@@ -509,9 +510,7 @@ class SshFleetProvider:
                     mirror.offset += len(chunk)
             status = fleet.read_from(injector_id, f"{state.workdir}/{STATUS_FILE}", 0)
             if status:
-                tmp = state.local / f".{STATUS_FILE}.tmp"
-                tmp.write_bytes(status)
-                tmp.replace(state.local / STATUS_FILE)
+                write_atomic(state.local / STATUS_FILE, status, durable=False)  # rewritten every second
             for handle in state.handles:
                 handle.refresh()
             state.unreachable_since = None

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from loadorch.atomic import write_json_atomic
 from loadorch.errors import BadInputError, ExitCode, SpikeError
 from loadorch.history.registry import record_missed
 from loadorch.run.result import RunResult, Verdict
@@ -203,9 +204,7 @@ def post_webhook(
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, data)
 
 
 def _append_history(results: Path, record: dict[str, Any]) -> None:
