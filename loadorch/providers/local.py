@@ -20,6 +20,7 @@ from loadorch.errors import InjectorError, PreflightError
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command, spawn
 from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, TeardownReport
+from loadorch.run.layout import RunLayout
 
 
 class LocalInjector:
@@ -77,7 +78,7 @@ class LocalProvider:
         feeders = {name: str(path) for name, path in artifacts.feeders.items()}
         return {
             injector.id: InjectorSite(
-                workdir=str(run_dir / "injectors" / injector.id),
+                workdir=str(RunLayout(run_dir).injector(injector.id)),
                 classpath=artifacts.classpath,
                 feeders=feeders,
                 java=artifacts.java,

@@ -40,6 +40,7 @@ from loadorch.errors import BadInputError, InjectorError, SpikeError
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command
 from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, TeardownReport
+from loadorch.run.layout import RunLayout
 from loadorch.transport.remote_scripts import DEADMAN_LOG, EXPIRED_MARK, Deadman
 from loadorch.transport.ssh import SshFleet, SshHost
 
@@ -343,7 +344,7 @@ class SshFleetProvider:
             self.states[injector.id] = _InjectorState(
                 host=host,
                 workdir=f"{host.base_dir}/runs/{plan.run_id}/{injector.id}",
-                local=run_dir / "injectors" / injector.id,
+                local=RunLayout(run_dir).injector(injector.id),
             )
 
     def deploy(self, plan: Plan, artifacts: Artifacts, run_dir: Path) -> dict[str, InjectorSite]:

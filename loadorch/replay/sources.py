@@ -31,6 +31,7 @@ from typing import IO, Any, Literal, NamedTuple
 from loadorch.errors import BadInputError, InfrastructureError
 from loadorch.metrics.influx import run_query
 from loadorch.metrics.sink import SinkUnavailable
+from loadorch.run.layout import RunLayout
 
 FORMATS = ("combined", "alb", "csv", "spike-run")
 DEFAULT_MAX_MALFORMED_SHARE = 0.01
@@ -390,7 +391,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """The recording's format from its content: one of FORMATS."""
     path = Path(path)
     if path.is_dir():
-        if (path / "plan.json").is_file():
+        if RunLayout(path).plan.is_file():
             return "spike-run"
         raise BadInputError(
             "a directory is only a recording when it is a spike run directory (with plan.json)",
@@ -486,7 +487,7 @@ class SpikeRunRecording:
 
 def read_spike_run(run_dir: str | os.PathLike[str]) -> SpikeRunRecording:
     run_dir = Path(run_dir)
-    plan_path = run_dir / "plan.json"
+    plan_path = RunLayout(run_dir).plan
     try:
         start_at_ms = int(json.loads(plan_path.read_text())["start_at_ms"])
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -45,6 +45,7 @@ from typing import IO, Any
 from loadorch.atomic import write_json_atomic
 from loadorch.errors import BadInputError, ExitCode, SpikeError
 from loadorch.history.registry import record_missed
+from loadorch.run.layout import RunLayout
 from loadorch.run.result import RunResult, Verdict
 from loadorch.schedule import cron
 from loadorch.schedule.install import (
@@ -169,10 +170,10 @@ def _run_dirs(runs_dir: Path) -> set[Path]:
 
 
 def _newest_summary(runs_dir: Path, before: set[Path]) -> tuple[Path, dict[str, Any]] | None:
-    fresh = [p for p in _run_dirs(runs_dir) - before if (p / "summary.json").is_file()]
-    for run_dir in sorted(fresh, key=lambda p: (p / "summary.json").stat().st_mtime, reverse=True):
+    fresh = [p for p in _run_dirs(runs_dir) - before if RunLayout(p).summary.is_file()]
+    for run_dir in sorted(fresh, key=lambda p: RunLayout(p).summary.stat().st_mtime, reverse=True):
         try:
-            return run_dir, json.loads((run_dir / "summary.json").read_text())
+            return run_dir, json.loads(RunLayout(run_dir).summary.read_text())
         except ValueError:
             continue
     return None
