@@ -432,12 +432,42 @@ class SshFleetProvider:
     def collect(self, handle: InjectorHandle) -> Path:
         state = self.states[handle.injector_id]
         local = handle.results_dir()
-        fetched = local.parent / ".results-fetched"
         try:
-            self._fleet().fetch_tree(handle.injector_id, f"{state.workdir}/results", fetched)
+            self._fetch_results(handle.injector_id, state, local)
         except SpikeError as exc:
             state.last_error = exc.render()
-            return local  # what the mirror holds is all there is
+        return local  # on a failure, what the mirror holds is all there is
+
+    def recover_results(
+        self, plan: Plan, run_dir: Path, log_names: Sequence[str] = ("console.log", "agent.log")
+    ) -> list[str]:
+        """After spike died: reach every host of the run again, stop what is left of it, fetch each
+        injector's results into the run directory and bring the watchdog's log home.
+
+        Returns what could not be done, per injector (an empty list: every host answered).
+        """
+        try:
+            self.provision(plan, run_dir)
+        except SpikeError as exc:
+            return [f"the hosts could not be reached: {exc.message}"]
+        notes: list[str] = []
+        fleet = self._fleet()
+        for injector_id, state in self.states.items():
+            try:
+                for log_name in log_names:
+                    fleet.signal(injector_id, state.workdir, log_name, "TERM")
+                self._fetch_results(injector_id, state, state.local / "results")
+                self._keep_deadman_log(injector_id, state)
+            except SpikeError as exc:
+                notes.append(f"{injector_id}: {exc.message}")
+        with contextlib.suppress(Exception):
+            fleet.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        return notes
+
+    def _fetch_results(self, injector_id: str, state: _InjectorState, local: Path) -> None:
+        fetched = local.parent / ".results-fetched"
+        self._fleet().fetch_tree(injector_id, f"{state.workdir}/results", fetched)
         # replace the mirrored files with the complete ones, keeping their paths
         for path in sorted(fetched.rglob("*")):
             if path.is_file():
@@ -445,7 +475,6 @@ class SshFleetProvider:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 path.replace(dest)
         shutil.rmtree(fetched, ignore_errors=True)
-        return local
 
     def teardown(self) -> None:
         if self._torn_down:

@@ -94,6 +94,27 @@ def destroy_fleet(layout: RunLayout) -> Teardown:
     return Teardown("terraform destroyed the fleet from the run's state", clean=True)
 
 
+def _recover_static(plan: Plan, layout: RunLayout, inventory: Path) -> Teardown:
+    """Reach the run's SSH hosts again: stop what is left, fetch every injector's results."""
+    from loadorch.paths import build_cache_dir
+    from loadorch.providers.static import StaticProvider
+
+    try:
+        provider = StaticProvider(inventory, cache_dir=build_cache_dir())
+    except SpikeError as exc:
+        return Teardown(
+            f"the inventory {inventory} could not be read ({exc.message}); the hosts' leases stop their processes",
+            False,
+        )
+    notes = provider.recover_results(plan, layout.root)
+    if notes:
+        return Teardown("; ".join(notes) + "; the hosts' leases stop what is left there", False)
+    return Teardown(
+        f"every host answered: what was left was stopped, results fetched from {len(plan.injectors)} injector(s)",
+        True,
+    )
+
+
 def _slos(source: str | None, layout: RunLayout) -> Slos:
     for candidate in (source, str(layout.profile)):
         if candidate and Path(candidate).is_file():
@@ -140,6 +161,8 @@ def _recover(layout: RunLayout, history_db: Path | None) -> Recovered:
             f"run {layout.run_id} has no plan.json: nothing to recover", where=str(layout.root)
         )
     plan = Plan.from_dict(json.loads(layout.plan.read_text()))
+    if go is not None and planned.get("provider") == "static" and planned.get("inventory"):
+        teardown = _recover_static(plan, layout, Path(str(planned["inventory"])))
     offsets: dict[str, int] = dict((go or {}).get("offsets") or {})
     runs = []
     for injector in plan.injectors:

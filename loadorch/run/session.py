@@ -210,6 +210,8 @@ class RunSession:
             plan_digest=self.plan.profile_digest,
             history_db=str(self.settings.history_db) if self.settings.history_db else None,
             schedule=self.settings.schedule,
+            # what recovery needs to reach the hosts again (static: the inventory; no secrets)
+            inventory=str(getattr(self.provider, "inventory_path", "") or "") or None,
         )
         write_json_atomic(layout.plan, self.plan.to_dict())
         shutil.copyfile(self.loaded.source, layout.profile)

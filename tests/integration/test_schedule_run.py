@@ -296,7 +296,7 @@ def test_ad_hoc_run_without_a_stored_schedule_and_a_command_without_summary(
     assert outcome.run_dir is None
     assert outcome.verdict_path.parent.parent == results
     verdict = json.loads(outcome.verdict_path.read_text())
-    assert verdict["verdict"] == "error"
+    assert verdict["verdict"] == "aborted"  # nothing was judged: never "passed", never silent
     assert "wrote no summary.json" in verdict["reason"]
     suite = ET.parse(outcome.junit_path).getroot().find("testsuite")
     assert suite is not None and suite.get("errors") == "1"
@@ -369,6 +369,17 @@ def test_cli_run_now_passes_spike_exit_code_through(tmp_path: Path, home: Path) 
     ]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == ExitCode.BAD_INPUT, result.output
-    assert "schedule ci-x: error (exit 2)" in result.output
+    assert "schedule ci-x: aborted (exit 2)" in result.output
     verdicts = list(results.glob("*/verdict.json"))
     assert len(verdicts) == 1 and json.loads(verdicts[0].read_text())["exit_code"] == 2
+
+
+def test_a_command_that_exits_0_without_a_summary_is_not_a_pass(tmp_path: Path, home: Path) -> None:
+    outcome = runner.run_now(
+        "ci-zero",
+        spike_argv=["-c", "pass"],
+        results_dir=tmp_path / "ci-results",
+        command_prefix=[sys.executable],
+    )
+    verdict = json.loads(outcome.verdict_path.read_text())
+    assert (verdict["verdict"], outcome.exit_code) == ("aborted", 3)
