@@ -456,7 +456,15 @@ def test_the_watchdog_stops_every_group_when_the_lease_is_not_renewed(
         assert len(deadman_processes(workdir)) == 1  # one watchdog per directory
         assert fleet.remains("inj-1", str(workdir)).groups == tuple(groups)
         started = time.monotonic()
-        wait_for(lambda: not any(group(g) for g in groups), 15, "the watchdog stops both groups")
+        try:
+            wait_for(lambda: not any(group(g) for g in groups), 15, "the watchdog stops both groups")
+        except AssertionError:
+            log = workdir / "deadman.log"
+            alive = [(p.pid, p.status(), p.cmdline()) for g in groups for p in group(g)]
+            raise AssertionError(
+                f"still alive: {alive}; watchdogs: {[p.pid for p in deadman_processes(workdir)]}; "
+                f"deadman.log: {log.read_text() if log.exists() else '(none)'}"
+            ) from None
         elapsed = time.monotonic() - started
         assert 1.5 < elapsed < 2 + 1.5 + 3, elapsed
         log = (workdir / "deadman.log").read_text()
