@@ -96,7 +96,7 @@ def test_slow_target_fails_its_latency_slo(tmp_path: Path) -> None:
     assert outcome.exit_code == ExitCode.SLO_FAILED, result.reason
     assert "p95 latency of all requests <= 1000 ms" in result.reason
     assert all(i.state == "completed" for i in result.injectors)
-    assert result.gates == ()
+    assert [g for g in result.gates if g.invalidates] == []  # a busy host may add a saturation warning
 
 
 def test_stop_criterion_ends_the_storm_against_a_down_target(tmp_path: Path) -> None:
@@ -125,5 +125,5 @@ def test_stop_criterion_ends_the_storm_against_a_down_target(tmp_path: Path) -> 
     assert summary["reason"].startswith("load stopped early: error rate above 50% for 3 s")
     assert summary["spike_slos"]["peak_second"] is not None, "the spike SLOs are computed from what ran"
     assert all(i["state"] == "completed" or i["delivered_share"] < 1 for i in summary["injectors"])
-    assert summary["gates"] == [], "an early stop is not a stall"
+    assert [g for g in summary["gates"] if g["invalidates"]] == [], "an early stop is not a stall"
     assert processes_of(str(runs)) == []
