@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -72,8 +73,43 @@ def stop_processes(layout: RunLayout) -> int:
     return len(procs)
 
 
-def destroy_fleet(layout: RunLayout) -> Teardown:
-    """The aws fleet from the run's Terraform state; nothing to do for the other providers."""
+def destroy_fleet(layout: RunLayout, regions: Sequence[str] = (), endpoint: str | None = None) -> Teardown:
+    """The aws fleet from the run's Terraform state, then whatever still carries the run's tag.
+
+    An interrupted apply can have created a resource that never reached the state (a create
+    call in flight when Terraform stopped), so destroy alone cannot be trusted: everything tagged
+    with the run in its regions is listed, removed, and listed again. Nothing to do for the other
+    providers.
+    """
+    done = _terraform_destroy(layout)
+    if not done.clean or not regions:
+        return done
+    from loadorch.cloud.leftovers import find_run_resources
+    from loadorch.cloud.reaper import reap
+
+    try:
+        left = find_run_resources(layout.run_id, regions, endpoint)
+        if left:
+            reap(left, endpoint)
+            left = find_run_resources(layout.run_id, regions, endpoint)
+    except Exception as exc:  # boto3's errors, unreachable endpoints: say so, never claim clean
+        return Teardown(
+            f"{done.summary}; the leftovers check failed ({type(exc).__name__}: {exc}); "
+            f"run `spike reap --run {layout.run_id} --yes`",
+            False,
+        )
+    if left:
+        names = ", ".join(f"{r.region}/{r.id}" for r in left)
+        return Teardown(
+            f"{done.summary}; still tagged with the run: {names}; run `spike reap --run {layout.run_id} --yes`",
+            False,
+        )
+    return Teardown(
+        f"{done.summary}; nothing tagged SpikeRunId={layout.run_id} remains in {', '.join(regions)}", True
+    )
+
+
+def _terraform_destroy(layout: RunLayout) -> Teardown:
     state = layout.terraform_dir / "terraform.tfstate"
     if not state.is_file():
         return Teardown("no cloud resources in this run's state", clean=True)
@@ -146,7 +182,9 @@ def _recover(layout: RunLayout, history_db: Path | None) -> Recovered:
     pid = entries[-1].get("pid") if entries else None
     journal.record("recovering", died_in=died_in)
     stopped = stop_processes(layout)
-    teardown = destroy_fleet(layout)
+    regions = _plan_regions(layout)
+    endpoint = planned.get("aws_endpoint")
+    teardown = destroy_fleet(layout, regions, str(endpoint) if endpoint else None)
     judged = _judged_summary(layout)
     if judged is not None:
         # spike died after its verdict was on disk (writing the HTML report, recording history):
@@ -194,6 +232,13 @@ def _recover(layout: RunLayout, history_db: Path | None) -> Recovered:
     result = with_failure(result, Verdict.ABORTED, reason)
     result = with_teardown(result, teardown)
     return _record(layout, journal, result, planned, history_db, stopped, True)
+
+
+def _plan_regions(layout: RunLayout) -> tuple[str, ...]:
+    try:
+        return tuple(r["name"] for r in json.loads(layout.plan.read_text())["regions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
 
 
 def _judged_summary(layout: RunLayout) -> RunResult | None:

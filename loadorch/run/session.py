@@ -212,6 +212,7 @@ class RunSession:
             schedule=self.settings.schedule,
             # what recovery needs to reach the hosts again (static: the inventory; no secrets)
             inventory=str(getattr(self.provider, "inventory_path", "") or "") or None,
+            aws_endpoint=getattr(getattr(self.provider, "settings", None), "endpoint", None),
         )
         write_json_atomic(layout.plan, self.plan.to_dict())
         shutil.copyfile(self.loaded.source, layout.profile)

@@ -232,4 +232,6 @@ def test_sigkill_of_spike_during_apply_then_recovery_leaves_nothing(
     )
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     assert "verdict aborted" in recovered.stdout and "terraform destroyed the fleet" in recovered.stdout
+    # what a create call in flight left outside the state is found by its tag and removed too
+    assert f"nothing tagged SpikeRunId={run_id} remains" in recovered.stdout
     assert tagged(moto, run_id) == []
