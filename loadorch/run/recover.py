@@ -182,7 +182,8 @@ def _recover(layout: RunLayout, history_db: Path | None) -> Recovered:
     pid = entries[-1].get("pid") if entries else None
     journal.record("recovering", died_in=died_in)
     stopped = stop_processes(layout)
-    regions = _plan_regions(layout)
+    # only an aws run has cloud resources whose tags can be checked
+    regions = _plan_regions(layout) if planned.get("provider") == "aws" else ()
     endpoint = planned.get("aws_endpoint")
     teardown = destroy_fleet(layout, regions, str(endpoint) if endpoint else None)
     judged = _judged_summary(layout)
