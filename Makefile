@@ -9,9 +9,9 @@ INFLUX_PORT ?= 8086
 # roughly halve the suite on a 2-core machine; each test file stays on one worker (--dist loadfile).
 TEST_WORKERS ?= 2
 
-.PHONY: deps system-deps python-deps gatling-deps demo test test-unit test-integration lint bench clean
+.PHONY: deps system-deps python-deps gatling-deps toxiproxy demo test test-unit test-integration lint bench clean
 
-deps: system-deps python-deps gatling-deps
+deps: system-deps python-deps gatling-deps toxiproxy
 
 # Java and Maven come with this kind of machine; install them where they are missing.
 # InfluxDB 1.6.7 (`spike stack`, the v1 tests) and VictoriaMetrics (the v2-write tests) come from
@@ -49,6 +49,14 @@ $(STAMP): pyproject.toml
 # scenarios into spike's build cache, so runs start in seconds.
 gatling-deps: python-deps system-deps
 	$(BIN)/spike build --profile viral-x10 --profile smoke
+
+# toxiproxy puts each lab region's latency between its injectors and the target
+# (loadorch/lab/latency.py). Pinned: v2.12.0 is the newest release the Go module proxy serves here.
+# Built once into .tools/bin/toxiproxy-server; skipped when that version is already there.
+TOXIPROXY_VERSION ?= v2.12.0
+
+toxiproxy:
+	@scripts/build-toxiproxy.sh $(TOXIPROXY_VERSION) $(CURDIR)/.tools/bin
 
 demo: deps
 	PORT=$(PORT) INFLUX_PORT=$(INFLUX_PORT) SPIKE=$(BIN)/spike scripts/demo.sh
