@@ -13,6 +13,7 @@ from loadorch.cli import (
     dashboards,
     doctor,
     history,
+    lab,
     metrics,
     plan,
     profiles,
@@ -41,6 +42,7 @@ app.add_typer(schedule.app, name="schedule")
 app.add_typer(replay.app, name="replay")
 app.add_typer(metrics.app, name="metrics")
 app.add_typer(runs.app, name="runs")
+app.add_typer(lab.app, name="lab")
 app.command("run")(run.run)
 app.command("plan")(plan.plan)
 app.command("build")(build.build)
