@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadorch.engine.gatling.build import GATLING_VERSION, gatling_project
+from loadorch.lab.latency import TOXIPROXY_VERSION, find_toxiproxy
 from loadorch.paths import build_cache_dir, maven_repository
 from loadorch.preflight import java_version
 
@@ -150,7 +151,30 @@ def run_checks() -> list[Check]:
             False,
         )
     )
+    checks.append(toxiproxy_check())
     return checks
+
+
+def toxiproxy_check() -> Check:
+    """toxiproxy-server: the per-region latency of `spike lab` (built by `make toxiproxy`)."""
+    binary = find_toxiproxy()
+    answer = _version([binary, "-version"]) if binary else None
+    # `toxiproxy-server version 2.12.0`; a build without the version linked in says `git`.
+    found = answer.rsplit(" ", 1)[-1] if answer and answer.startswith("toxiproxy-server version") else None
+    if binary is None or found is None:
+        version = f"{binary} does not run as toxiproxy-server" if binary else "missing"
+    else:
+        version = f"{found} at {binary}"
+        if found != TOXIPROXY_VERSION:
+            version += f" (spike pins {TOXIPROXY_VERSION})"
+    return Check(
+        "toxiproxy",
+        found is not None,
+        version,
+        "per-region latency in the lab (spike lab)",
+        f"make toxiproxy (builds v{TOXIPROXY_VERSION} into .tools/bin), or set SPIKE_TOXIPROXY",
+        False,
+    )
 
 
 def _strip_ansi(text: str) -> str:

@@ -177,3 +177,34 @@ def test_start_without_a_binary_says_how_to_build_it(monkeypatch: pytest.MonkeyP
     with pytest.raises(InfrastructureError, match="not running"):
         _ = proxy.api_url
     assert proxy.pid is None
+
+
+# ---------------------------------------------------------------- spike doctor
+
+
+def test_doctor_reports_toxiproxy_and_how_to_build_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from loadorch.doctor import run_checks, toxiproxy_check
+
+    fake = _executable(tmp_path / "toxiproxy-server")
+    fake.write_text("#!/bin/sh\necho 'toxiproxy-server version 2.5.0'\n")
+    monkeypatch.setenv("SPIKE_TOXIPROXY", str(fake))
+    check = toxiproxy_check()
+    assert check.ok and not check.required
+    assert check.version == f"2.5.0 at {fake} (spike pins {latency.TOXIPROXY_VERSION})"
+
+    fake.write_text(f"#!/bin/sh\necho 'toxiproxy-server version {latency.TOXIPROXY_VERSION}'\n")
+    assert toxiproxy_check().version == f"{latency.TOXIPROXY_VERSION} at {fake}"
+
+    monkeypatch.setenv("SPIKE_TOXIPROXY", str(tmp_path / "absent"))
+    check = toxiproxy_check()
+    assert not check.ok and "does not run as toxiproxy-server" in check.version
+    assert "make toxiproxy" in check.fix
+
+    monkeypatch.delenv("SPIKE_TOXIPROXY")
+    monkeypatch.setattr(latency, "_REPO", tmp_path / "repo")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    check = toxiproxy_check()
+    assert (check.ok, check.version) == (False, "missing")
+    assert "toxiproxy" in [c.name for c in run_checks()]
