@@ -28,7 +28,7 @@ from loadorch.agent.graphite import gatling_graphite_properties
 from loadorch.analysis.simlog import LogAccumulator, merge
 from loadorch.analysis.stats import MergedStats
 from loadorch.atomic import write_atomic, write_json_atomic
-from loadorch.diskspace import ConsoleWatch, DiskNeed, DiskWatch, check_disk, estimate_run_disk
+from loadorch.diskspace import DiskNeed, check_disk, estimate_run_disk
 from loadorch.engine.gatling import console
 from loadorch.engine.gatling.build import CompiledSimulation, cached_simulation, compile_simulation
 from loadorch.engine.gatling.command import injector_command
@@ -45,17 +45,17 @@ from loadorch.plan.shapes import phases
 from loadorch.preflight import check_target_allowed, check_target_reachable, require_java
 from loadorch.profiles.loader import LoadedProfile
 from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, Provider
-from loadorch.run import gates
 from loadorch.run.adjust import with_abort, with_failure, with_gates, with_teardown
 from loadorch.run.clock import check_clock
 from loadorch.run.journal import Journal, RunLock
 from loadorch.run.layout import RunLayout
-from loadorch.run.live import InjectorRun, live_view
+from loadorch.run.live import InjectorRun
 from loadorch.run.post import PostRun, annotate_start, default_post_steps
-from loadorch.run.result import GateFinding, InjectorOutcome, RunResult, Teardown, Verdict
+from loadorch.run.result import InjectorOutcome, RunResult, Teardown, Verdict
 from loadorch.run.settings import NullObserver, RunObserver, RunSettings
 from loadorch.run.signals import Interrupts
 from loadorch.run.stop import StopWatch
+from loadorch.run.watch import FORCED_GRACE_S, LoadWatch, gate_findings, stop_injectors
 from loadorch.telemetry import (
     AGENT_DRAIN_TIMEOUT_S,
     RunWriter,
@@ -74,7 +74,6 @@ T = TypeVar("T")
 
 # Gatling buffers simulation.log writes; a small buffer keeps the live view fresh.
 LIVE_GATLING_PROPERTIES = {"gatling.data.file.bufferSize": "512"}
-FORCED_GRACE_S = 1.0  # after a second Ctrl-C: how long injectors get before they are killed
 
 
 class RunSession:
@@ -125,9 +124,6 @@ class RunSession:
         self.teardown_value: Teardown | None = None
         self.stats: MergedStats | None = None
         self.disk_need: DiskNeed | None = None
-        self.disk_watch: DiskWatch | None = None
-        self.console_watch: ConsoleWatch | None = None
-        self.stopwatch: StopWatch | None = None
         self.abort_criterion: str | None = None
         self.start_annotation: str | None = None  # None: added, or no Grafana; else why it failed
 
@@ -335,52 +331,34 @@ class RunSession:
     def run(self) -> None:
         """Watch the load until every injector has ended (or overran the plan and was stopped)."""
         plan, settings = self.plan, self.settings
-        deadline_ms = plan.start_at_ms + (plan.duration_s + settings.overrun_s) * 1000
         assert self.stream is not None
         criteria = (*self.profile.stop_when, *settings.stop_when)
-        self.stopwatch = StopWatch(criteria).start() if criteria else None
+        stopwatch = StopWatch(criteria).start() if criteria else None
+        min_free = self.disk_need.min_free_bytes if self.disk_need is not None else 64 << 20
+        watch = LoadWatch(
+            plan=plan,
+            provider=self.provider,
+            runs=self.runs,
+            stream=self.stream,
+            observer=self.observer,
+            clock_ms=self.clock_ms,
+            record=self._record,
+            watched_dirs=[self.run_layout.root, state_dir()],
+            min_free_bytes=min_free,
+            consoles={r.plan.id: self.run_layout.console(r.plan.id) for r in self.runs},
+            stop_grace_s=settings.stop_grace_s,
+            overrun_s=settings.overrun_s,
+            tick_s=settings.tick_s,
+        )
         try:
-            self._watch(deadline_ms)
+            self.failure = self.failure or watch.watch(stopwatch).failure
         finally:
-            if self.stopwatch is not None:
-                self.stopwatch.stop()
+            if stopwatch is not None:
+                stopwatch.stop()
+            self.abort_criterion = watch.abort_criterion
+            self.crashed = self.crashed or watch.crashed
         self.load_ended_ms = self.clock_ms()
         self._record("load-ended")
-
-    def _watch(self, deadline_ms: float) -> None:
-        plan, settings = self.plan, self.settings
-        assert self.stream is not None
-        while True:
-            self.provider.sync()
-            for run in self.runs:
-                run.read_new()
-            running = [r for r in self.runs if r.handle.poll() is None]
-            if self.stopwatch is not None:
-                elapsed_s = (self.clock_ms() - plan.start_at_ms) / 1000
-                fired = self.stopwatch.check((r.accumulator.second_latency for r in self.runs), elapsed_s)
-                if fired is not None:
-                    self.abort_criterion = fired
-                    self._record("stop-criterion", criterion=fired)
-                    self.observer.phase("abort", f"{fired}: stopping the load")
-                    self._stop_injectors(running, settings.stop_grace_s)
-                    break
-            full = self._disk_trouble()
-            if full is not None:
-                # never inject blind: results that cannot be written are results lost
-                self.crashed = full
-                self.observer.phase("disk", f"{full}; stopping the load")
-                self._stop_injectors(running, FORCED_GRACE_S)
-                break
-            now = self.clock_ms()
-            self.observer.tick(live_view(plan, self.stream, self.runs, now))
-            if not running:
-                break
-            if now > deadline_ms:
-                for run in running:
-                    run.overran = True
-                self._stop_injectors(running, settings.stop_grace_s)
-                break
-            _sleep_until_tick_or_all_exited(self.runs, settings.tick_s)
 
     def collect(self) -> None:
         """Every injector's results and the agents' last points, before anything is torn down."""
@@ -446,7 +424,14 @@ class RunSession:
             result = with_failure(result, Verdict.ABORTED, self.crashed)
         elif self.abort_criterion is not None:
             result = with_abort(result, self.abort_criterion)
-        result = with_gates(result, self._gate_findings(result))
+        observed_s = plan.duration_s
+        if self.interrupted and self.load_ended_ms is None:
+            observed_s = max(0.0, (self.clock_ms() - plan.start_at_ms) / 1000)
+        elif self.abort_criterion is not None and self.load_ended_ms is not None:
+            observed_s = min(observed_s, max(0.0, (self.load_ended_ms - plan.start_at_ms) / 1000))
+        whole_load = not self.interrupted and self.abort_criterion is None
+        findings = gate_findings(plan, self.runs, result, self.stream, observed_s, judge_regions=whole_load)
+        result = with_gates(result, findings)
         if self.teardown_value is not None:
             result = with_teardown(result, self.teardown_value)
         agent_statuses = {
@@ -496,7 +481,9 @@ class RunSession:
                     self.crashed = f"spike failed: {type(exc).__name__}: {exc} (see spike-error.log)"
                     self._keep_traceback()
                 self.interrupts.shield()  # from here on, signals never stop the cleanup
-                self._stop_injectors([r for r in self.runs if r.handle.poll() is None], self._grace())
+                self.failure = self.failure or stop_injectors(
+                    [r for r in self.runs if r.handle.poll() is None], self._grace()
+                )
                 self._safely(self.collect)
             finally:
                 self.interrupts.shield()
@@ -546,15 +533,6 @@ class RunSession:
                     handle.write(traceback.format_exc())
             except OSError:
                 pass
-
-    def _stop_injectors(self, runs: Sequence[InjectorRun], grace_s: float) -> None:
-        for run in runs:
-            run.stopped_by_spike = True
-        for run in runs:
-            try:
-                run.handle.stop(grace_s)
-            except SpikeError as exc:
-                self.failure = self.failure or exc.render()
 
     def _on_each(
         self, injectors: Sequence[InjectorPlan], action: Callable[[InjectorPlan], T]
@@ -608,55 +586,3 @@ class RunSession:
         )
         if message:
             self.observer.phase("clock", message)
-
-    def _disk_trouble(self) -> str | None:
-        """A disk too full to keep results, or an injector whose Gatling could not write them."""
-        if self.disk_watch is None:
-            min_free = self.disk_need.min_free_bytes if self.disk_need is not None else 64 << 20
-            self.disk_watch = DiskWatch([self.run_layout.root, state_dir()], min_free)
-            self.console_watch = ConsoleWatch(
-                {r.plan.id: self.run_layout.console(r.plan.id) for r in self.runs}
-            )
-        full = self.disk_watch.check()
-        if full is not None:
-            return f"disk full: {full.message}"
-        failed = self.console_watch.check() if self.console_watch is not None else {}
-        if failed:
-            return "results could not be written: " + "; ".join(
-                f"{k}: {v}" for k, v in sorted(failed.items())
-            )
-        return None
-
-    def _gate_findings(self, result: RunResult) -> list[GateFinding]:
-        if self.stats is None or not self.stats.requests:
-            return []
-        completed = {i.id for i in result.injectors if i.state == "completed"}
-        observed_s = self.plan.duration_s
-        if self.interrupted and self.load_ended_ms is None:
-            observed_s = max(0.0, (self.clock_ms() - self.plan.start_at_ms) / 1000)
-        elif self.abort_criterion is not None and self.load_ended_ms is not None:
-            observed_s = min(observed_s, max(0.0, (self.load_ended_ms - self.plan.start_at_ms) / 1000))
-        arrivals = [
-            gates.InjectorArrivals(r.plan.id, dict(r.accumulator.users_started), r.plan.id in completed)
-            for r in self.runs
-        ]
-        findings = gates.injector_findings(self.plan, arrivals, observed_s)
-        if self.stream is not None:
-            self.stream.poll()  # the agents' last lines
-            findings += gates.heartbeat_findings(self.plan, self.stream.beats, completed, observed_s)
-            findings += gates.saturation_findings(self.stream.cpu_pct, observed_s)
-        if result.fidelity is not None and not self.interrupted and self.abort_criterion is None:
-            # a region with an injector that did not complete is short for that reason: degraded, named
-            whole = {r.name for r in self.plan.regions if all(i.id in completed for i in r.injectors)}
-            by_region = {k: v for k, v in result.fidelity.by_region_mape_pct.items() if k in whole}
-            findings += gates.region_findings(self.plan, by_region)
-        return findings
-
-
-def _sleep_until_tick_or_all_exited(runs: list[InjectorRun], tick_s: float) -> None:
-    """Sleep one tick, but notice within 50 ms when the last injector exits."""
-    end = time.monotonic() + tick_s
-    while time.monotonic() < end:
-        if all(r.handle.poll() is not None for r in runs):
-            return
-        time.sleep(0.05)
