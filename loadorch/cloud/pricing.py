@@ -1,10 +1,13 @@
-"""EC2 on-demand prices for the cost preview: a shipped table, refreshable from the AWS Pricing API.
+"""EC2 prices for the cost preview: a shipped table, refreshable from the AWS Pricing API.
 
-`load_prices()` reads `<state dir>/prices.json` when a refresh wrote one, else
-the table shipped with spike (approximate list prices, dated). `refresh_prices()`
-asks the Pricing API (`get_products`, served from us-east-1) for the given
-types and regions, merges the answers over the current table and writes it to
-the state dir.
+`load_prices()` reads `<state dir>/prices.json` when a refresh wrote one, else the table shipped
+with spike (approximate list prices, dated; made by scripts/price_table.py). `refresh_prices()`
+asks the Pricing API (`get_products`, served from us-east-1) for the given types in the given
+regions, merges the answers over the current table and writes it to the state dir. It asks once
+per instance type (the answer covers every region) and once for gp3 storage, not once per
+region and type: the shipped table has about 50 types in 33 regions.
+
+Spot figures are not in the Pricing API; a refresh keeps the table's typical spot fractions.
 """
 
 from __future__ import annotations
@@ -67,11 +70,12 @@ def load_prices() -> PriceTable:
     return PriceTable.from_dict(data, origin=str(path))
 
 
-def instance_filters(instance_type: str, region: str) -> list[dict[str, str]]:
-    """get_products filters for one Linux, shared-tenancy, on-demand instance type in one region."""
+def instance_filters(instance_type: str, region: str | None = None) -> list[dict[str, str]]:
+    """get_products filters for one Linux, shared-tenancy, on-demand instance type (in every
+    region, or in `region`)."""
+    fields = {"instanceType": instance_type, **({"regionCode": region} if region else {})}
     return _term_match(
-        instanceType=instance_type,
-        regionCode=region,
+        **fields,
         operatingSystem="Linux",
         tenancy="Shared",
         preInstalledSw="NA",
@@ -79,9 +83,11 @@ def instance_filters(instance_type: str, region: str) -> list[dict[str, str]]:
     )
 
 
-def gp3_filters(region: str) -> list[dict[str, str]]:
-    """get_products filters for gp3 volume storage in one region."""
-    return _term_match(productFamily="Storage", volumeApiName="gp3", regionCode=region)
+def gp3_filters(region: str | None = None) -> list[dict[str, str]]:
+    """get_products filters for gp3 volume storage (in every region, or in `region`)."""
+    return _term_match(
+        productFamily="Storage", volumeApiName="gp3", **({"regionCode": region} if region else {})
+    )
 
 
 def _term_match(**fields: str) -> list[dict[str, str]]:
@@ -159,51 +165,64 @@ def refresh_prices(
     """Ask the AWS Pricing API for `types` x `regions` (default: those in the current table), merge
     the answers over the current table, write it to the state dir and return it.
 
-    BadInputError when the API has no price for a type or region (usually a typo).
+    BadInputError when the API has no price for a type or region (a typo, or a type EC2 does not
+    offer there); nothing is written then.
     """
     base = load_prices()
     types = tuple(dict.fromkeys(types or base.instance_types))
     regions = tuple(dict.fromkeys(regions or base.regions))
     client = aws_client("pricing", PRICING_REGION, endpoint)
     instances: dict[str, dict[str, float]] = {}
-    gp3: dict[str, float] = {}
     missing: list[str] = []
-    for region in regions:
-        for instance_type in types:
-            answer = parse_instance_prices(_get_products(client, instance_filters(instance_type, region)))
+    for instance_type in types:
+        answer = parse_instance_prices(_get_products(client, instance_filters(instance_type, _one(regions))))
+        for region in regions:
             price = answer.get(region, {}).get(instance_type)
             if price is None:
                 missing.append(f"{instance_type} in {region}")
             else:
                 instances.setdefault(region, {})[instance_type] = price
-        storage = parse_gp3_prices(_get_products(client, gp3_filters(region))).get(region)
-        if storage is None:
-            missing.append(f"gp3 storage in {region}")
-        else:
-            gp3[region] = storage
+    storage = parse_gp3_prices(_get_products(client, gp3_filters(_one(regions))))
+    gp3 = {region: storage[region] for region in regions if region in storage}
+    missing.extend(f"gp3 storage in {region}" for region in regions if region not in storage)
     if missing:
         raise BadInputError(
             f"the AWS Pricing API has no Linux on-demand price for {', '.join(missing)}",
             where=f"pricing get_products ({PRICING_REGION})",
-            fix="check the instance type and region names (e.g. c6i.large, eu-west-2); nothing was written",
+            fix="check the instance type and region names (e.g. c6i.large, eu-west-2), and that EC2 offers "
+            "the type there; nothing was written",
         )
     day = (today or datetime.now(UTC).date()).isoformat()
     merged_instances = {region: dict(prices) for region, prices in base.instance_usd_per_h.items()}
     for region, prices in instances.items():
         merged_instances.setdefault(region, {}).update(prices)
+    merged_gp3 = {**base.ebs_gp3_usd_per_gb_month, **gp3}
+    # Still approximate while any figure in the merged table was not fetched just now.
+    everything_fetched = all(
+        set(prices) <= set(instances.get(region, {})) for region, prices in merged_instances.items()
+    ) and set(merged_gp3) <= set(gp3)
     path = state_prices_path()
     table = PriceTable(
         taken_on=day,
         note=(
             f"On-demand Linux prices from the AWS Pricing API on {day} for {', '.join(types)} in "
-            f"{', '.join(regions)}; other entries kept from the table taken on {base.taken_on} ({base.origin})."
+            f"{', '.join(regions)}; other entries kept from the table as of {base.taken_on} ({base.origin})."
         ),
         instance_usd_per_h=merged_instances,
-        ebs_gp3_usd_per_gb_month={**base.ebs_gp3_usd_per_gb_month, **gp3},
+        ebs_gp3_usd_per_gb_month=merged_gp3,
         origin=str(path),
+        source=f"AWS Pricing API get_products on {day}, merged over: {base.source or base.note}",
+        approximate=base.approximate and not everything_fetched,
+        spot_fraction=base.spot_fraction,
+        spot_source=base.spot_source,
     )
     _write_atomically(path, json.dumps(table.to_dict(), indent=2, sort_keys=True) + "\n")
     return table
+
+
+def _one(regions: Sequence[str]) -> str | None:
+    """The region to filter on when only one is asked for; None (every region) otherwise."""
+    return regions[0] if len(regions) == 1 else None
 
 
 def _get_products(client: Any, filters: list[dict[str, str]]) -> list[str]:
