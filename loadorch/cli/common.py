@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from loadorch.errors import BadInputError, ExitCode, SpikeError
+from loadorch.plan.planner import DEFAULT_MAX_INJECTORS, MAX_INJECTORS_LIMIT
 from loadorch.profiles.model import REGION_NAME
 
 # soft_wrap: a long line (a path, a file:line:column error) is never broken in two,
@@ -106,6 +107,39 @@ TargetOption = Annotated[
     typer.Option(
         help="Base URL of the system under test; overrides the profile's target.base_url.",
         callback=_target_callback,
+    ),
+]
+
+
+def _max_injectors_callback(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_INJECTORS_LIMIT:
+        exit_with(
+            BadInputError(
+                f"{value} is outside 1..{MAX_INJECTORS_LIMIT}",
+                where="--max-injectors",
+                fix=f"give a whole number from 1 to {MAX_INJECTORS_LIMIT} (default {DEFAULT_MAX_INJECTORS}); "
+                f"a plan needing more than {MAX_INJECTORS_LIMIT} needs a higher injector.max_rate_per_s "
+                "in the profile or fewer regions",
+            )
+        )
+    return value
+
+
+MaxInjectorsOption = Annotated[
+    int,
+    typer.Option(
+        "--max-injectors",
+        help=f"Refuse a plan that needs more injectors than this (1 to {MAX_INJECTORS_LIMIT}; "
+        "each injector is one EC2 instance with --provider aws).",
+        callback=_max_injectors_callback,
+    ),
+]
+AllowWideOperatorCidrOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-wide-operator-cidr",
+        help="aws: accept an --operator-cidr wider than /16 (IPv4) or /48 (IPv6), which opens the injectors' "
+        "SSH to that whole range; wider than /8 or /32 is refused anyway.",
     ),
 ]
 

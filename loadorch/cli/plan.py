@@ -10,6 +10,8 @@ import typer
 from rich.table import Table
 
 from loadorch.cli.common import (
+    AllowWideOperatorCidrOption,
+    MaxInjectorsOption,
     ProfileOption,
     RegionsOption,
     TargetOption,
@@ -29,9 +31,10 @@ from loadorch.cli.fleet import (
     aws_settings,
     check_provider,
 )
-from loadorch.plan.cost import CostEstimate
+from loadorch.errors import BadInputError
+from loadorch.plan.cost import SPOT_CEILING, CostEstimate, check_operator_cidr
 from loadorch.plan.model import Plan
-from loadorch.plan.planner import PlanOptions, chart, plan_run
+from loadorch.plan.planner import DEFAULT_MAX_INJECTORS, PlanOptions, chart, plan_run
 from loadorch.profiles.loader import load_profile
 
 
@@ -45,29 +48,42 @@ def plan(
     spot: SpotOption = False,
     ttl: TtlOption = 120,
     operator_cidr: OperatorCidrOption = None,
+    allow_wide_operator_cidr: AllowWideOperatorCidrOption = False,
     max_cost: MaxCostOption = None,
+    max_injectors: MaxInjectorsOption = DEFAULT_MAX_INJECTORS,
     aws_endpoint: AwsEndpointOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Show the plan for a profile: regions, injectors, peak and total load, and the curve.
 
-    With --provider aws also the instances per region, instance-hours and the estimated cost,
-    refused (exit 2) over --max-cost or beyond the injectors' TTL. Nothing talks to AWS.
+    With --provider aws also the instances per region, instance-hours, the estimated cost and the
+    worst case if spike dies (every injector living to its TTL), refused (exit 2) when either is
+    over --max-cost, or when the run does not fit the injectors' TTL. Nothing talks to AWS.
     """
     check_provider(provider)
     loaded = load_profile(profile)
     result = plan_run(
         loaded.profile,
         PlanOptions(
-            now_ms=int(time.time() * 1000), provider=provider, regions=parse_regions(regions), target=target
+            now_ms=int(time.time() * 1000),
+            provider=provider,
+            regions=parse_regions(regions),
+            target=target,
+            max_injectors=max_injectors,
         ),
     )
     estimate = None
     if provider == "aws":
-        settings = aws_settings(
-            instance_type, spot, ttl, operator_cidr or "127.0.0.1/32", max_cost, aws_endpoint
-        )
-        estimate = aws_provider(settings).check_plan(result, settings.operator_cidr or "127.0.0.1/32")
+        # No address is looked up here: without --operator-cidr the plan is checked as from loopback.
+        cidr = "127.0.0.1/32"
+        if operator_cidr is not None:
+            try:
+                cidr = check_operator_cidr(operator_cidr, force_wide=allow_wide_operator_cidr)
+            except BadInputError as exc:
+                exc.where = "--operator-cidr"
+                raise
+        settings = aws_settings(instance_type, spot, ttl, cidr, max_cost, aws_endpoint)
+        estimate = aws_provider(settings).check_plan(result, cidr)
     if as_json:
         data = result.to_dict()
         if estimate is not None:
@@ -76,7 +92,7 @@ def plan(
         return
     print_plan(result)
     if estimate is not None:
-        print_cost(estimate, ttl)
+        print_cost(estimate)
 
 
 def print_plan(result: Plan) -> None:
@@ -110,28 +126,36 @@ def print_plan(result: Plan) -> None:
         console.print(line, markup=False)
 
 
-def print_cost(estimate: CostEstimate, ttl_minutes: int) -> None:
-    table = Table("region", "instances", "type", "instance-hours", "USD/h each", "estimated USD")
+def print_cost(estimate: CostEstimate) -> None:
+    """The cost table (estimate and worst case per region) and what the figures rest on."""
+    worst = estimate.worst_case_usd
+    columns = ["region", "instances", "type", "USD/h each", "instance-hours", "estimated USD"]
+    if worst is not None:
+        columns.append("worst case USD")
+    table = Table(*columns)
     for region in estimate.regions:
-        table.add_row(
+        rate = f"{region.usd_per_instance_h:.4f}"
+        if estimate.use_spot and region.instances:
+            rate += " (on-demand ceiling)" if region.market == SPOT_CEILING else " (spot)"
+        row = [
             region.region,
             str(region.instances),
             estimate.instance_type,
+            rate,
             f"{region.instance_hours:.2f}",
-            f"{region.usd_per_instance_h:.4f}",
             f"{region.total_usd:.2f}",
-        )
-    table.add_row(
-        "[bold]total",
-        str(estimate.instances),
-        "",
-        f"{estimate.instance_hours:.2f}",
-        "",
-        f"{estimate.total_usd:.2f}",
-    )
+        ]
+        if worst is not None:
+            row.append(f"{region.worst_case_usd or 0.0:.2f}")
+        table.add_row(*row)
+    total = ["[bold]total", str(estimate.instances), "", "", f"{estimate.instance_hours:.2f}"]
+    total.append(f"{estimate.total_usd:.2f}")
+    if worst is not None:
+        total.append(f"{worst:.2f}")
+    table.add_row(*total)
     console.print(table)
-    console.print(
-        f"each injector is billed {estimate.billed_s_per_instance} s (boot, load, teardown) and powers itself off "
-        f"{ttl_minutes} min after boot whatever happens; prices as of {estimate.prices_taken_on} "
-        "(`spike prices --refresh` updates them)"
-    )
+    summary = f"estimated ${estimate.total_usd:.2f}"
+    summary += "" if worst is None else f", worst case ${worst:.2f} if spike dies"
+    console.print(summary, markup=False)
+    for line in estimate.basis():
+        console.print(line, markup=False)

@@ -17,6 +17,14 @@ from loadorch.plan.model import InjectorPlan, Plan, RegionPlan
 from loadorch.plan.shapes import profile_curve
 from loadorch.profiles.model import Profile, Region
 
+# `--max-injectors`: 64 by default, a guard against a profile typo planning a fleet by accident.
+DEFAULT_MAX_INJECTORS = 64
+# The most spike will plan at all: 5 regions (what AWS's own Distributed Load Testing spans) of
+# the 100 injectors per region the Terraform configuration allows. Beyond that this one operator
+# machine, which holds an SSH session to every injector, fetches and merges every simulation.log
+# and checks every clock, becomes the bottleneck rather than the injectors.
+MAX_INJECTORS_LIMIT = 500
+
 
 @dataclass(frozen=True)
 class PlanOptions:
@@ -27,11 +35,12 @@ class PlanOptions:
     regions: tuple[str, ...] = ()
     target: str | None = None
     start_lead_s: float = 3.0
-    max_injectors: int = 64
+    max_injectors: int = DEFAULT_MAX_INJECTORS
 
 
 def plan_run(profile: Profile, options: PlanOptions) -> Plan:
     """Turn a profile into a Plan: curve, regions, injectors, run id and start time."""
+    _check_cap(options.max_injectors)
     curve = profile_curve(profile)
     regions = _regions(profile, options.regions)
     total_weight = sum(r.weight for r in regions)
@@ -48,11 +57,7 @@ def plan_run(profile: Profile, options: PlanOptions) -> Plan:
         region_plans.append(RegionPlan(region.name, region.weight, share, region_curve, injectors))
     total = sum(len(r.injectors) for r in region_plans)
     if total > options.max_injectors:
-        raise BadInputError(
-            f"the plan needs {total} injectors, more than the limit of {options.max_injectors}",
-            fix="raise injector.max_rate_per_s in the profile (what one injector can inject), or lower the "
-            "profile's rates",
-        )
+        raise _over_cap(total, options.max_injectors, region_plans, profile.injector.max_rate_per_s)
     digest = profile_digest(profile)
     base_url = (options.target or profile.target.base_url).rstrip("/")
     run_key = json.dumps(
@@ -70,6 +75,32 @@ def plan_run(profile: Profile, options: PlanOptions) -> Plan:
         curve=curve,
         requests_per_user=profile.scenario.requests_per_user,
         regions=tuple(region_plans),
+    )
+
+
+def _check_cap(cap: int) -> None:
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_INJECTORS_LIMIT:
+        raise BadInputError(
+            f"--max-injectors must be a whole number from 1 to {MAX_INJECTORS_LIMIT}, not {cap!r}",
+            where="--max-injectors",
+            fix=f"give e.g. --max-injectors {DEFAULT_MAX_INJECTORS} (the default)",
+        )
+
+
+def _over_cap(total: int, cap: int, regions: list[RegionPlan], max_rate_per_s: float) -> BadInputError:
+    """The refusal of a plan larger than `cap`: what it needs, the largest plan allowed, the fixes."""
+    per_region = ", ".join(f"{r.name} {len(r.injectors)}" for r in regions)
+    largest = f"the largest plan allowed has {cap} injectors, about {cap * max_rate_per_s:,.0f} users/s at "
+    largest += f"injector.max_rate_per_s {max_rate_per_s:g}"
+    profile_fixes = "raise injector.max_rate_per_s in the profile (what one injector can inject), or lower the profile's rates"
+    if total <= MAX_INJECTORS_LIMIT:
+        fix = f"raise --max-injectors to {total} or more (at most {MAX_INJECTORS_LIMIT}), or {profile_fixes}"
+    else:
+        fix = f"{profile_fixes}, or use fewer regions: --max-injectors goes up to {MAX_INJECTORS_LIMIT} only"
+    return BadInputError(
+        f"the plan needs {total} injectors ({per_region}), more than --max-injectors {cap} allows; {largest}",
+        where="--max-injectors",
+        fix=fix,
     )
 
 
