@@ -143,19 +143,28 @@ def print_cost(estimate: CostEstimate) -> None:
             estimate.instance_type,
             rate,
             f"{region.instance_hours:.2f}",
-            f"{region.total_usd:.2f}",
+            _usd(region.total_usd),
         ]
         if worst is not None:
-            row.append(f"{region.worst_case_usd or 0.0:.2f}")
+            row.append(_usd(region.worst_case_usd or 0.0))
         table.add_row(*row)
     total = ["[bold]total", str(estimate.instances), "", "", f"{estimate.instance_hours:.2f}"]
-    total.append(f"{estimate.total_usd:.2f}")
+    total.append(_usd(estimate.total_usd))
     if worst is not None:
-        total.append(f"{worst:.2f}")
+        total.append(_usd(worst))
     table.add_row(*total)
     console.print(table)
-    summary = f"estimated ${estimate.total_usd:.2f}"
-    summary += "" if worst is None else f", worst case ${worst:.2f} if spike dies"
+    summary = f"estimated {_dollars(estimate.total_usd)}"
+    summary += "" if worst is None else f", worst case {_dollars(worst)} if spike dies"
     console.print(summary, markup=False)
     for line in estimate.basis():
         console.print(line, markup=False)
+
+
+def _usd(amount: float) -> str:
+    """Dollars to the cent; a cost under half a cent shows as <0.01, not as a free 0.00."""
+    return "<0.01" if 0 < amount < 0.005 else f"{amount:.2f}"
+
+
+def _dollars(amount: float) -> str:
+    return "under $0.01" if 0 < amount < 0.005 else f"${amount:.2f}"
