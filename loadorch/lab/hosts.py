@@ -95,7 +95,7 @@ class Host:
             "netns": self.netns,
             "state": self.state,
             "host_keys_on_console": bool(status.get("keys_printed")) or self.keys_at is not None,
-            "sshd": bool(status.get("sshd")) and self.state == "running",
+            "sshd": bool(status.get("sshd")) and self.state in ("booting", "running"),
             "user_data_exit": status.get("user_data_exit"),
             "bootstrap_done": (self.host_dir / "upper" / BOOTSTRAP_MARKER).is_file(),
             "ttl_at": status.get("ttl_at"),

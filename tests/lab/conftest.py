@@ -1,0 +1,163 @@
+"""Lab tier: the real lab daemon (moto in-process with hooks), real network namespaces, real sshd,
+real user_data, real Terraform where the mirror is there.
+
+One lab runs on a machine at a time (fixed network plan); a module's `lab` fixture waits for the
+machine's lab lock, so test files on parallel workers take turns. Every test cleans up what it
+made; the fixture's teardown is `lab down`, which also sweeps what a killed daemon left.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadorch.lab.control import Lab, LabClient
+from loadorch.lab.state import LabSettings
+from loadorch.transport.hostkeys import generate_client_key
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+USER_DATA_TEMPLATE = REPO / "terraform" / "modules" / "injector-fleet" / "user_data.sh.tftpl"
+
+
+def lab_unavailable() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, a bridge, mounts)"
+    for program in ("ip", "unshare", "/usr/sbin/sshd", "ssh-keygen", "useradd"):
+        if shutil.which(program) is None and not os.access(program, os.X_OK):
+            return f"the lab needs {program}"
+    probe = f"spkl-pytest-{os.getpid()}"
+    done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"network namespaces do not work here: {done.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    return None
+
+
+_REASON = lab_unavailable()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # This hook sees every item of the session: only this tier's are marked (and maybe skipped).
+    mine = [item for item in items if item.path.is_relative_to(HERE)]
+    if _REASON is not None and mine:
+        print(f"\nlab tests skipped: {_REASON}")
+    for item in mine:
+        item.add_marker(pytest.mark.integration)
+        if _REASON is not None:
+            item.add_marker(pytest.mark.skip(reason=_REASON))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def lab_settings(state_dir: Path, *, latency: bool, regions: tuple[str, ...]) -> LabSettings:
+    return LabSettings(
+        state_dir=state_dir, port=free_port(), regions=regions, latency=latency, target_port=free_port()
+    )
+
+
+TIER_LOCK = Path("/run/spike-lab-tests.lock")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_lab_module_at_a_time() -> Iterator[None]:
+    """Test modules on parallel workers take turns: one lab per machine, and some tests kill theirs."""
+    fd = os.open(TIER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + 1800
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another lab test module held {TIER_LOCK} for 30 minutes")
+                time.sleep(0.5)
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A lab without the latency proxy (tests/lab/test_lab_latency.py has its own)."""
+    settings = lab_settings(
+        tmp_path_factory.mktemp("lab") / "state", latency=False, regions=("eu-west-2", "us-east-1")
+    )
+    with Lab(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(private key file, public key line) of the operator."""
+    path = tmp_path_factory.mktemp("key") / "id_ed25519"
+    return path, generate_client_key(path)
+
+
+def ec2(lab: Lab, region: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "ec2",
+        region_name=region,
+        endpoint_url=lab.endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_session_token="testing",
+    )
+
+
+def bootstrap_user_data(run_id: str, region: str, ttl_minutes: int = 60) -> str:
+    """The module's real user_data template, rendered as Terraform's templatefile would."""
+    values = {
+        "run_id": run_id,
+        "region_label": region,
+        "ttl_minutes": str(ttl_minutes),
+        "injector_workdir": "/opt/spike",
+    }
+    text = USER_DATA_TEMPLATE.read_text()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    assert "${" not in text, "a template variable was left unrendered"
+    return text
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+        time.sleep(interval_s)
+
+
+def netns_names() -> list[str]:
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
+
+
+def lab_links() -> list[str]:
+    done = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
+    names = [line.split(":")[1].strip().split("@")[0] for line in done.stdout.splitlines()]
+    return [name for name in names if name.startswith("spkl")]
+
+
+def client_of(lab: Lab) -> LabClient:
+    return lab.client
