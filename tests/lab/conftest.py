@@ -94,7 +94,7 @@ def _one_lab_module_at_a_time() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """A lab without the latency proxy (tests/lab/test_lab_latency.py has its own)."""
+    """A lab without the latency proxy (test_lab_regions_latency.py starts one with it)."""
     settings = lab_settings(
         tmp_path_factory.mktemp("lab") / "state", latency=False, regions=("eu-west-2", "us-east-1")
     )
