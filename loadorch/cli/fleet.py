@@ -17,6 +17,7 @@ from loadorch.providers.base import Provider
 from loadorch.providers.local import LocalProvider
 
 if TYPE_CHECKING:  # the aws provider pulls in boto3 and Terraform glue, imported only when used
+    from loadorch.cloud.aws import AwsAccount
     from loadorch.providers.aws import AwsProvider, AwsSettings, Progress
 
 PROVIDERS = ("local", "static", "aws")
@@ -83,7 +84,7 @@ def _checked(option: str, check: Callable[[Any], object]) -> Callable[[Any], Any
 def _operator_cidr(value: str) -> None:
     from loadorch.plan.cost import check_operator_cidr
 
-    check_operator_cidr(value)
+    check_operator_cidr(value, force_wide=True)  # the width is judged with --allow-wide-operator-cidr
 
 
 def _endpoint(value: str) -> None:
@@ -122,6 +123,38 @@ AwsEndpointOption = Annotated[
         callback=_checked("--aws-endpoint", _endpoint),
     ),
 ]
+AwsRoleArnOption = Annotated[
+    str | None,
+    typer.Option(
+        help="aws: assume this IAM role (a dedicated load-test account) for Terraform, the leftovers "
+        "check and the reaper; credentials for it come from the standard chain.",
+    ),
+]
+AwsExternalIdOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SPIKE_AWS_EXTERNAL_ID",
+        show_envvar=True,
+        help="aws: the external id the role's trust policy requires.",
+    ),
+]
+AwsRegionProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        help="aws: a named profile (~/.aws/config) per region, e.g. eu-west-2=load-eu,us-east-1=load-us.",
+    ),
+]
+
+
+def aws_account(role_arn: str | None, external_id: str | None, region_profiles: str | None) -> AwsAccount:
+    """The account the aws provider acts in, from the three options; refusals name the option."""
+    from loadorch.cloud.aws import AwsAccount, parse_region_profiles
+
+    return AwsAccount(
+        role_arn=role_arn, external_id=external_id, region_profiles=parse_region_profiles(region_profiles)
+    )
+
+
 HostKeyTimeoutOption = Annotated[
     float,
     typer.Option(
@@ -139,7 +172,10 @@ def aws_settings(
     max_cost: float | None,
     aws_endpoint: str | None,
     host_key_timeout: float = 600.0,
+    account: AwsAccount | None = None,
+    allow_wide_operator_cidr: bool = False,
 ) -> AwsSettings:
+    from loadorch.cloud.aws import AwsAccount
     from loadorch.providers.aws import AwsSettings
 
     return AwsSettings(
@@ -150,6 +186,8 @@ def aws_settings(
         max_cost_usd=max_cost,
         endpoint=aws_endpoint,
         host_key_timeout_s=host_key_timeout,
+        account=account or AwsAccount(),
+        allow_wide_operator_cidr=allow_wide_operator_cidr,
     )
 
 

@@ -82,7 +82,15 @@ def plan(
             except BadInputError as exc:
                 exc.where = "--operator-cidr"
                 raise
-        settings = aws_settings(instance_type, spot, ttl, cidr, max_cost, aws_endpoint)
+        settings = aws_settings(
+            instance_type,
+            spot,
+            ttl,
+            cidr,
+            max_cost,
+            aws_endpoint,
+            allow_wide_operator_cidr=allow_wide_operator_cidr,
+        )
         estimate = aws_provider(settings).check_plan(result, cidr)
     if as_json:
         data = result.to_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 from collections.abc import Sequence
 from typing import Annotated
@@ -12,8 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from loadorch.cli.common import console, handles_errors
+from loadorch.cli.fleet import AwsExternalIdOption, AwsRegionProfileOption, AwsRoleArnOption, aws_account
 from loadorch.cloud import pricing, reaper
 from loadorch.cloud import tags as tag_keys
+from loadorch.cloud.aws import AwsAccount, use_account
 from loadorch.cloud.leftovers import Resource
 from loadorch.cloud.reaper import ReapOutcome, ReapStatus
 from loadorch.errors import BadInputError, ExitCode
@@ -69,6 +72,9 @@ def reap(
         ),
     ] = None,
     aws_endpoint: AwsEndpointOption = None,
+    aws_role_arn: AwsRoleArnOption = None,
+    aws_external_id: AwsExternalIdOption = None,
+    aws_region_profile: AwsRegionProfileOption = None,
     yes: Annotated[
         bool, typer.Option("--yes", help="Terminate and delete what was found; without it, only list.")
     ] = False,
@@ -80,6 +86,9 @@ def reap(
     """
     older_than_s = parse_duration_s(older_than) if older_than is not None else None
     regions = split_values(region)
+    account = aws_account(aws_role_arn, aws_external_id, aws_region_profile)
+    who = "spike-reap-" + "".join(c if c.isalnum() or c in "=,.@-" else "-" for c in getpass.getuser())
+    use_account(AwsAccount(account.role_arn, account.external_id, who[:64], account.region_profiles))
     found = reaper.find_spike_resources(regions or None, aws_endpoint, run_id=run, older_than_s=older_than_s)
     scope = _scope(regions, run, older_than)
     if not found:

@@ -10,6 +10,8 @@ import typer
 from rich.markup import escape
 
 from loadorch.cli.common import (
+    AllowWideOperatorCidrOption,
+    MaxInjectorsOption,
     ProfileOption,
     RegionsOption,
     TargetOption,
@@ -20,6 +22,9 @@ from loadorch.cli.common import (
 )
 from loadorch.cli.fleet import (
     AwsEndpointOption,
+    AwsExternalIdOption,
+    AwsRegionProfileOption,
+    AwsRoleArnOption,
     HostKeyTimeoutOption,
     HostsOption,
     InstanceTypeOption,
@@ -28,6 +33,7 @@ from loadorch.cli.fleet import (
     ProviderOption,
     SpotOption,
     TtlOption,
+    aws_account,
     aws_provider,
     aws_settings,
     check_provider,
@@ -40,6 +46,7 @@ from loadorch.dashboards.grafana import load_key
 from loadorch.history.registry import default_db_path
 from loadorch.orchestrator import RunSettings, execute_run
 from loadorch.paths import build_cache_dir
+from loadorch.plan.planner import DEFAULT_MAX_INJECTORS
 from loadorch.profiles.loader import load_profile
 from loadorch.providers.base import Provider
 from loadorch.run.recover import recover_all
@@ -60,8 +67,13 @@ def run(
     spot: SpotOption = False,
     ttl: TtlOption = 120,
     operator_cidr: OperatorCidrOption = None,
+    allow_wide_operator_cidr: AllowWideOperatorCidrOption = False,
     max_cost: MaxCostOption = None,
+    max_injectors: MaxInjectorsOption = DEFAULT_MAX_INJECTORS,
     aws_endpoint: AwsEndpointOption = None,
+    aws_role_arn: AwsRoleArnOption = None,
+    aws_external_id: AwsExternalIdOption = None,
+    aws_region_profile: AwsRegionProfileOption = None,
     host_key_timeout: HostKeyTimeoutOption = 600.0,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     html_report: Annotated[
@@ -177,7 +189,15 @@ def run(
     chosen: Provider
     if provider == "aws":
         settings = aws_settings(
-            instance_type, spot, ttl, operator_cidr, max_cost, aws_endpoint, host_key_timeout
+            instance_type,
+            spot,
+            ttl,
+            operator_cidr,
+            max_cost,
+            aws_endpoint,
+            host_key_timeout,
+            account=aws_account(aws_role_arn, aws_external_id, aws_region_profile),
+            allow_wide_operator_cidr=allow_wide_operator_cidr,
         )
         chosen = aws_provider(settings, progress=observer.region_progress)
     elif provider == "static":
@@ -204,6 +224,7 @@ def run(
                 baseline=baseline,
                 schedule=schedule,
                 stop_when=stop_when,
+                max_injectors=max_injectors,
             ),
             regions=parse_regions(regions),
             target=target,

@@ -31,23 +31,19 @@ import shlex
 import signal
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
-from loadorch.cloud.aws import AWS_FAILURES, DEFAULT_QUERY_REGION, aws_client, error_code
+from loadorch.cloud.aws import AwsAccount, aws_client, use_account
+from loadorch.cloud.capacity import check_capacity
+from loadorch.cloud.identity import check_credentials, detect_operator_cidr
 from loadorch.cloud.leftovers import find_run_resources
 from loadorch.cloud.pricing import load_prices
-from loadorch.errors import BadInputError, InfrastructureError, PreflightError, SpikeError
+from loadorch.errors import BadInputError, InfrastructureError, SpikeError
 from loadorch.plan.cost import CostEstimate, check_budget, check_operator_cidr, check_ttl, estimate_cost
 from loadorch.plan.model import Plan
-from loadorch.profiles.model import check_base_url
 from loadorch.providers.base import Artifacts, InjectorSite, TeardownReport
 from loadorch.providers.remote import RemoteHost, SshFleetProvider
 from loadorch.providers.terraform.config import FleetSpec, RegionFleet, injector_fleet_module, validate_spec
@@ -73,103 +69,11 @@ class AwsSettings:
     bootstrap_timeout_s: float = 900.0  # Java install and tuning at first boot
     boot_s: float = 180.0  # boot + Java install, for the cost and TTL estimates
     teardown_s: float = 120.0
-    root_gb: int = 16
+    root_gb: int = 20  # the module's root_volume_size_gb: what is created is what is estimated
+    allow_wide_operator_cidr: bool = False  # wider than /16 (IPv6 /48) only when forced
     host_key_timeout_s: float = 600.0  # how long to wait for an instance's console to show its host keys
     ssh_boot_wait_s: float = 300.0  # how long a host may still refuse SSH after its keys are known
-
-
-_STS_CONFIG = botocore.config.Config(
-    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=15
-)
-_CREDENTIAL_ERRORS = (
-    botocore.exceptions.NoCredentialsError,
-    botocore.exceptions.PartialCredentialsError,
-    botocore.exceptions.ProfileNotFound,
-    botocore.exceptions.SSOError,
-    botocore.exceptions.TokenRetrievalError,
-    botocore.exceptions.CredentialRetrievalError,
-)
-_REJECTED_CODES = {
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "AccessDenied",
-    "UnrecognizedClientException",
-    "InvalidAccessKeyId",
-    "AuthFailure",
-}
-_CREDENTIALS_FIX = (
-    "set AWS_PROFILE (then `aws sso login` if it is an SSO profile) or AWS_ACCESS_KEY_ID and "
-    "AWS_SECRET_ACCESS_KEY in the environment"
-)
-
-
-def check_credentials(endpoint: str | None = None) -> str:
-    """The caller's ARN from STS GetCallerIdentity: proof that AWS (or the emulator at `endpoint`)
-    accepts the credentials. Every failure is a PreflightError naming the problem and the fix.
-
-    A client of its own, with few retries and short timeouts: a wrong endpoint must be said in
-    seconds, not after the retries of a long sweep.
-    """
-    if endpoint is not None:
-        try:
-            check_base_url(endpoint)
-        except ValueError as exc:
-            raise PreflightError(
-                f"invalid AWS endpoint: {exc}",
-                where="--aws-endpoint",
-                fix="give the emulator's URL, e.g. --aws-endpoint http://127.0.0.1:5000",
-            ) from None
-    place = endpoint or "AWS STS"
-    unreachable_fix = (
-        f"check --aws-endpoint {endpoint}: is the emulator running there?"
-        if endpoint
-        else "check the network (and HTTPS_PROXY, AWS_ENDPOINT_URL if set), or give --aws-endpoint for an emulator"
-    )
-    try:
-        session = boto3.session.Session()
-        client = session.client(
-            "sts",
-            region_name=session.region_name or DEFAULT_QUERY_REGION,
-            endpoint_url=endpoint,
-            config=_STS_CONFIG,
-        )
-        answer = client.get_caller_identity()
-    except _CREDENTIAL_ERRORS as exc:
-        raise PreflightError(f"no usable AWS credentials: {exc}", where=place, fix=_CREDENTIALS_FIX) from None
-    except botocore.exceptions.ClientError as exc:
-        code = error_code(exc)
-        message = exc.response.get("Error", {}).get("Message", str(exc))
-        if code in _REJECTED_CODES:
-            raise PreflightError(
-                f"AWS rejected the credentials ({code}): {message}",
-                where=place,
-                fix="refresh them (`aws sso login`, or new access keys) or choose another AWS_PROFILE",
-            ) from None
-        raise PreflightError(
-            f"STS GetCallerIdentity failed ({code}): {message}", where=place, fix=unreachable_fix
-        ) from None
-    except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
-        raise PreflightError(f"cannot reach {place}: {exc}", where=place, fix=unreachable_fix) from None
-    except (*AWS_FAILURES, ValueError) as exc:  # an answer that is not AWS's, a URL botocore refuses
-        raise PreflightError(
-            f"STS GetCallerIdentity failed: {exc}", where=place, fix=unreachable_fix
-        ) from None
-    return str(answer.get("Arn", ""))
-
-
-def detect_operator_cidr(timeout_s: float = 5.0) -> str:
-    """This machine's public address as a /32, from AWS's own checkip service."""
-    try:
-        with urllib.request.urlopen("https://checkip.amazonaws.com/", timeout=timeout_s) as answer:
-            address = answer.read().decode().strip()
-    except OSError as exc:
-        raise PreflightError(
-            f"cannot detect this machine's public address: {exc}",
-            fix="give --operator-cidr (the address or network SSH to the injectors comes from)",
-        ) from None
-    return check_operator_cidr(address)
+    account: AwsAccount = field(default_factory=AwsAccount)  # a role to assume, profiles per region
 
 
 class AwsProvider(SshFleetProvider):
@@ -195,12 +99,15 @@ class AwsProvider(SshFleetProvider):
         self.timings: dict[str, float] = {}
         self._clean = True  # False once destroy failed or something tagged with the run remains
         self.caller_arn: str | None = None  # who AWS says we are, after `preflight`
+        self.capacity: dict[str, object] | None = None  # the capacity preflight's figures
 
     # -- before any AWS call -------------------------------------------------------------------
 
     def operator_cidr(self) -> str:
         if self.settings.operator_cidr is not None:
-            return check_operator_cidr(self.settings.operator_cidr)
+            return check_operator_cidr(
+                self.settings.operator_cidr, force_wide=self.settings.allow_wide_operator_cidr
+            )
         if self.settings.endpoint is not None:
             raise BadInputError(
                 "with a custom AWS endpoint the operator CIDR cannot be detected",
@@ -234,7 +141,8 @@ class AwsProvider(SshFleetProvider):
         """
         if self.settings.operator_cidr is not None or self.settings.endpoint is not None:
             self.operator_cidr()
-        self.caller_arn = check_credentials(self.settings.endpoint)
+        use_account(self.settings.account)  # every AWS call of this process acts in that account
+        self.caller_arn = check_credentials(self.settings.endpoint, self.settings.account)
 
     def check_plan(self, plan: Plan, cidr: str = "127.0.0.1/32") -> CostEstimate:
         """Everything about the plan that can be refused without AWS: regions, CIDR, TTL and budget."""
@@ -247,9 +155,24 @@ class AwsProvider(SshFleetProvider):
             boot_s=self.settings.boot_s,
             teardown_s=self.settings.teardown_s,
             root_gb=self.settings.root_gb,
+            use_spot=self.settings.use_spot,
+            ttl_minutes=self.settings.ttl_minutes,
         )
         check_budget(estimate, self.settings.max_cost_usd)
         return estimate
+
+    def check_capacity(self, plan: Plan) -> tuple[str, ...]:
+        """AWS's answer about the plan, before anything is created: the instance type is offered in
+        every region and the fleet fits the account's vCPU quota (refused, exit 2, if not); returns
+        the warnings (a quota that could not be checked)."""
+        report = check_capacity(
+            {r.name: len(r.injectors) for r in plan.regions},
+            self.settings.instance_type,
+            spot=self.settings.use_spot,
+            endpoint=self.settings.endpoint,
+        )
+        self.capacity = report.to_dict()
+        return report.warnings
 
     # -- provisioning --------------------------------------------------------------------------
 
@@ -258,6 +181,7 @@ class AwsProvider(SshFleetProvider):
         self.estimate = self.check_plan(plan, cidr)
         self.run_id = plan.run_id
         self.regions = tuple(r.name for r in plan.regions)
+        use_account(self.settings.account.for_run(plan.run_id))  # the role session names the run
         key_file = run_dir / "ssh" / "id_ed25519"
         public_key = generate_client_key(key_file)
         spec = self.fleet_spec(plan, public_key, cidr)
@@ -383,6 +307,8 @@ class AwsProvider(SshFleetProvider):
         details["terraform"] = dict(self.timings)
         if self.estimate is not None:
             details["cost_estimate"] = self.estimate.to_dict()
+        if self.capacity is not None:
+            details["capacity"] = self.capacity
         return TeardownReport(report.summary, clean=report.clean and self._clean, details=details)
 
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadorch.analysis.simlog import LogAccumulator
+from loadorch.engine.gatling import console
 from loadorch.livestream import LiveStream
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.providers.base import InjectorHandle
+from loadorch.run.result import InjectorOutcome
 from loadorch.run.settings import ErrorLive, LiveView, RegionLive
 
 TOP_ERRORS = 5
@@ -47,6 +49,22 @@ class InjectorRun:
         if chunk:
             self.offset += len(chunk)
             self.accumulator.feed(chunk)
+
+    def outcome(self, console_path: Path, overrun_s: float) -> InjectorOutcome:
+        """What the result says about this injector, once it has ended."""
+        return InjectorOutcome(
+            id=self.plan.id,
+            region=self.plan.region,
+            state=self.state,
+            exit_code=self.exit_code,
+            planned_users=self.plan.planned_users,
+            log=str(self.log_path) if self.log_path else None,
+            note=f"stopped {overrun_s:.0f} s after its plan ended, its users still waiting for answers"
+            if self.overran
+            else None,
+            ready_margin_ms=console.ready_margin_ms(console_path),
+            release_offset_ms=console.release_offset_ms(console_path, self.accumulator.origin_ms),
+        )
 
     @property
     def state(self) -> str:

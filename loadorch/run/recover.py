@@ -185,7 +185,11 @@ def _recover(layout: RunLayout, history_db: Path | None) -> Recovered:
     # only an aws run has cloud resources whose tags can be checked
     regions = _plan_regions(layout) if planned.get("provider") == "aws" else ()
     endpoint = planned.get("aws_endpoint")
-    teardown = destroy_fleet(layout, regions, str(endpoint) if endpoint else None)
+    from loadorch.cloud.aws import AwsAccount, account_scope
+
+    # the run's own account (its role, its profiles), whatever this process acts in otherwise
+    with account_scope(AwsAccount.from_dict(planned.get("aws_account")).for_run(layout.run_id)):
+        teardown = destroy_fleet(layout, regions, str(endpoint) if endpoint else None)
     judged = _judged_summary(layout)
     if judged is not None:
         # spike died after its verdict was on disk (writing the HTML report, recording history):

@@ -51,7 +51,7 @@ from loadorch.run.journal import Journal, RunLock
 from loadorch.run.layout import RunLayout
 from loadorch.run.live import InjectorRun
 from loadorch.run.post import PostRun, annotate_start, default_post_steps
-from loadorch.run.result import InjectorOutcome, RunResult, Teardown, Verdict
+from loadorch.run.result import RunResult, Teardown, Verdict
 from loadorch.run.settings import NullObserver, RunObserver, RunSettings
 from loadorch.run.signals import Interrupts
 from loadorch.run.stop import StopWatch
@@ -175,6 +175,7 @@ class RunSession:
                 regions=self.regions,
                 target=self.target,
                 start_lead_s=self.settings.start_lead_s,  # provisional: fixed again at the go signal
+                max_injectors=self.settings.max_injectors,
             ),
         )
         # what a provider can refuse about the plan itself (aws: regions, CIDR, TTL, budget): exit 2,
@@ -183,6 +184,11 @@ class RunSession:
         if check_plan is not None:
             operator_cidr = getattr(self.provider, "operator_cidr", None)  # aws: the CIDR SSH is opened to
             check_plan(self.plan, *([operator_cidr()] if operator_cidr is not None else []))
+        # what the cloud says about the plan (aws: the type offered, the vCPU quota), still exit 2
+        check_capacity = getattr(self.provider, "check_capacity", None)
+        if check_capacity is not None:
+            for warning in check_capacity(self.plan):
+                self.observer.phase("preflight", warning)
         self.disk_need = estimate_run_disk(
             self.plan,
             html_report=self.settings.html_report,
@@ -209,6 +215,7 @@ class RunSession:
             # what recovery needs to reach the hosts again (static: the inventory; no secrets)
             inventory=str(getattr(self.provider, "inventory_path", "") or "") or None,
             aws_endpoint=getattr(getattr(self.provider, "settings", None), "endpoint", None),
+            aws_account=_aws_account(self.provider),
         )
         write_json_atomic(layout.plan, self.plan.to_dict())
         shutil.copyfile(self.loaded.source, layout.profile)
@@ -400,24 +407,7 @@ class RunSession:
         """The verdict from the exact merged statistics, then the validity gates and the teardown."""
         plan, layout = self.plan, self.run_layout
         collected_at = time.monotonic()
-        outcomes = [
-            InjectorOutcome(
-                id=r.plan.id,
-                region=r.plan.region,
-                state=r.state,
-                exit_code=r.exit_code,
-                planned_users=r.plan.planned_users,
-                log=str(r.log_path) if r.log_path else None,
-                note=f"stopped {self.settings.overrun_s:.0f} s after its plan ended, its users still waiting for answers"
-                if r.overran
-                else None,
-                ready_margin_ms=console.ready_margin_ms(layout.console(r.plan.id)),
-                release_offset_ms=console.release_offset_ms(
-                    layout.console(r.plan.id), r.accumulator.origin_ms
-                ),
-            )
-            for r in self.runs
-        ]
+        outcomes = [r.outcome(layout.console(r.plan.id), self.settings.overrun_s) for r in self.runs]
         context = RunContext(str(layout.root), interrupted=self.interrupted, failure=self.failure)
         result = judge(plan, self.profile.slos, self.stats, outcomes, context)
         if self.crashed is not None:
@@ -586,3 +576,10 @@ class RunSession:
         )
         if message:
             self.observer.phase("clock", message)
+
+
+def _aws_account(provider: Provider) -> dict[str, object] | None:
+    """The account an aws run acts in (a role, profiles per region), for recovery; None elsewhere."""
+    account = getattr(getattr(provider, "settings", None), "account", None)
+    to_dict = getattr(account, "to_dict", None)
+    return to_dict() if callable(to_dict) else None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from loadorch.dashboards.grafana import GrafanaKey
+from loadorch.plan.planner import DEFAULT_MAX_INJECTORS
 from loadorch.profiles.model import StopCriterion
 
 
@@ -35,6 +36,7 @@ class RunSettings:
     baseline: str | None = None  # "last-passing" or a run id: a regression beyond tolerances fails the run
     schedule: str | None = None  # the schedule that started this run, recorded with it
     stop_when: tuple[StopCriterion, ...] = ()  # --abort-when, beside the profile's own stop_when
+    max_injectors: int = DEFAULT_MAX_INJECTORS  # --max-injectors: the largest plan this run may make
 
 
 @dataclass(frozen=True)
