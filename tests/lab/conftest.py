@@ -129,6 +129,7 @@ def bootstrap_user_data(run_id: str, region: str, ttl_minutes: int = 60) -> str:
         "region_label": region,
         "ttl_minutes": str(ttl_minutes),
         "injector_workdir": "/opt/spike",
+        "ssh_user": "ec2-user",
     }
     text = USER_DATA_TEMPLATE.read_text()
     for name, value in values.items():
