@@ -42,6 +42,7 @@ from loadorch.cloud.identity import check_credentials, detect_operator_cidr
 from loadorch.cloud.leftovers import find_run_resources
 from loadorch.cloud.pricing import load_prices
 from loadorch.errors import BadInputError, InfrastructureError, SpikeError
+from loadorch.pacing import Every
 from loadorch.plan.cost import CostEstimate, check_budget, check_operator_cidr, check_ttl, estimate_cost
 from loadorch.plan.model import Plan
 from loadorch.providers.base import Artifacts, InjectorSite, TeardownReport
@@ -91,6 +92,7 @@ class AwsProvider(SshFleetProvider):
         self.settings = settings
         self.boot_wait_s = settings.ssh_boot_wait_s
         self.progress = progress or (lambda region, event, detail: None)
+        self.say = self.progress  # the shared SSH path's connect and deploy progress too
         self.terraform = terraform
         self.workspace: TerraformWorkspace | None = None
         self.run_id: str | None = None
@@ -216,9 +218,14 @@ class AwsProvider(SshFleetProvider):
         return hosts
 
     def _pin_host_keys(self, inventory: Inventory) -> dict[str, tuple[str, ...]]:
-        """Each instance's host key fingerprints, read from its console output (polled until printed)."""
+        """Each instance's host key fingerprints, read from its console output (polled until printed).
+
+        Says how many are pinned at least every 10 s: a console can take minutes to show them.
+        """
         pinned: dict[str, tuple[str, ...]] = {}
         deadline = time.monotonic() + self.settings.host_key_timeout_s
+        beat = Every()
+        total = len(inventory.hosts)
         while True:
             for host in inventory.hosts:
                 if host.injector_id in pinned:
@@ -235,7 +242,17 @@ class AwsProvider(SshFleetProvider):
                     self.progress(host.region, "host-key", f"{host.injector_id} pinned ({found[0]})")
             waiting = [h for h in inventory.hosts if h.injector_id not in pinned]
             if not waiting:
+                self.timings["host_keys_s"] = round(beat.elapsed_s, 3)
+                self.progress("fleet", "host-keys", f"{total}/{total} pinned in {beat.elapsed_s:.0f} s")
                 return pinned
+            if beat.due():
+                self.progress(
+                    "fleet",
+                    "host-keys",
+                    f"{len(pinned)}/{total} pinned after {beat.elapsed_s:.0f} s; waiting for the consoles of "
+                    + ", ".join(h.injector_id for h in waiting[:6])
+                    + (" ..." if len(waiting) > 6 else ""),
+                )
             if time.monotonic() > deadline:
                 raise InfrastructureError(
                     "no SSH host keys in the console output of "
@@ -245,17 +262,56 @@ class AwsProvider(SshFleetProvider):
                     fix="use an image whose cloud-init prints host keys to the console (the module's default "
                     "does), or raise --host-key-timeout",
                 )
-            time.sleep(5.0)
+            time.sleep(min(5.0, max(0.5, self.settings.host_key_timeout_s / 100)))
 
     def deploy(self, plan: Plan, artifacts: Artifacts, run_dir: Path) -> dict[str, InjectorSite]:
         """Wait for user_data's marker (Java installed, tuning applied), then deploy as any SSH host."""
-        marker = shlex.quote(f"{self.settings.base_dir}/bootstrap-done")
-        limit = int(self.settings.bootstrap_timeout_s)
-        self._fleet().run(
-            f"i=0; while [ ! -f {marker} ]; do i=$((i+2)); [ $i -gt {limit} ] && exit 1; sleep 2; done",
-            timeout_s=self.settings.bootstrap_timeout_s + 30,
-        )
+        self._wait_for_bootstrap()
         return super().deploy(plan, artifacts, run_dir)
+
+    def _wait_for_bootstrap(self) -> None:
+        """Until every host's user_data has written its marker; says k/n at least every 10 s."""
+        fleet = self._fleet()
+        marker = shlex.quote(f"{self.settings.base_dir}/bootstrap-done")
+        check = (
+            f"if [ -f {marker} ]; then echo done; else tail -n 1 /var/log/spike-bootstrap.log 2>/dev/null; fi"
+        )
+        beat = Every()
+        deadline = time.monotonic() + self.settings.bootstrap_timeout_s
+        done: set[str] = set()
+        names = fleet.names
+        last: dict[str, str] = {}
+        while True:
+            results = fleet.run({n: check for n in names if n not in done}, timeout_s=30, check=False)
+            for name, result in results.items():
+                if result.exit_code == 0 and result.stdout.strip() == "done":
+                    done.add(name)
+                else:
+                    last[name] = result.stdout.strip()[-120:]
+            if len(done) == len(names):
+                self.timings["bootstrap_s"] = round(beat.elapsed_s, 3)
+                self.progress(
+                    "fleet", "bootstrap", f"{len(names)}/{len(names)} done in {beat.elapsed_s:.0f} s"
+                )
+                return
+            if beat.due():
+                self.progress(
+                    "fleet",
+                    "bootstrap",
+                    f"{len(done)}/{len(names)} done after {beat.elapsed_s:.0f} s"
+                    + "".join(f"; {n}: {last[n]}" for n in names if n not in done and last.get(n))[:400],
+                )
+            if time.monotonic() > deadline:
+                waiting = [n for n in names if n not in done]
+                raise InfrastructureError(
+                    f"the bootstrap (user_data) did not finish on {', '.join(waiting)} within "
+                    f"{self.settings.bootstrap_timeout_s:.0f} s"
+                    + (f"; last line: {last[waiting[0]]}" if last.get(waiting[0]) else ""),
+                    where=waiting[0],
+                    fix="read /var/log/spike-bootstrap.log on the instance (the package mirrors may be "
+                    "unreachable), or raise the bootstrap timeout",
+                )
+            time.sleep(2.0)
 
     # -- teardown ------------------------------------------------------------------------------
 

@@ -21,25 +21,23 @@ does the rest over one pinned SSH connection per host (`loadorch.transport.ssh`)
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import itertools
-import math
-import os
 import shlex
 import shutil
-import tarfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadorch.atomic import write_atomic
-from loadorch.errors import BadInputError, InjectorError, SpikeError
+from loadorch.errors import InjectorError, SpikeError
+from loadorch.pacing import ticking
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command
 from loadorch.providers.base import Artifacts, ClockCheck, InjectorHandle, InjectorSite, TeardownReport
+from loadorch.providers.bundles import tar_bundle, tar_tree
+from loadorch.providers.lease import DEADMAN_GRACE_S, LeaseKeeper, lease_timings
 from loadorch.run.layout import RunLayout
 from loadorch.transport.remote_scripts import DEADMAN_LOG, EXPIRED_MARK, Deadman
 from loadorch.transport.ssh import SshFleet, SshHost
@@ -47,16 +45,6 @@ from loadorch.transport.ssh import SshFleet, SshHost
 STATUS_FILE = "agent-status.json"
 # files appended to their local mirror every second (the results' simulation.log is found on the way)
 TAILED = ("console.log", "agent.log", "agent-tap.lp")
-
-#: The dead-man lease: renewed on every host this often while any process of the run may be alive...
-LEASE_RENEW_S = 5.0
-#: ...and the run's processes on a host are stopped once its lease is this old (on the host's clock).
-LEASE_EXPIRES_S = 30.0
-#: Between the watchdog's SIGTERM and its SIGKILL.
-DEADMAN_GRACE_S = 10.0
-#: Environment variables that override the two lease durations (tests use short ones).
-LEASE_RENEW_ENV = "SPIKE_LEASE_RENEW_S"
-LEASE_EXPIRES_ENV = "SPIKE_LEASE_EXPIRES_S"
 
 
 @dataclass(frozen=True)
@@ -123,46 +111,6 @@ class RemoteInjector:
         return self.local_workdir / "results"
 
 
-def lease_timings(
-    renew_s: float | None = None,
-    expires_s: float | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> tuple[float, float]:
-    """(renew every, expire after) in seconds: arguments first, then the environment, then defaults.
-
-    Without a renewal interval of its own, a shortened lease is renewed three times per expiry.
-    """
-    environ = os.environ if environ is None else environ
-
-    def read(given: float | None, name: str) -> float | None:
-        if given is not None:
-            return float(given)
-        raw = environ.get(name, "").strip()
-        if not raw:
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value <= 0:
-            raise BadInputError(
-                f"{name}={raw!r} is not a positive number of seconds",
-                fix=f"unset it (defaults: {LEASE_RENEW_ENV}={LEASE_RENEW_S:g}, "
-                f"{LEASE_EXPIRES_ENV}={LEASE_EXPIRES_S:g}) or give seconds, e.g. {name}=30",
-            )
-        return value
-
-    expires = read(expires_s, LEASE_EXPIRES_ENV) or LEASE_EXPIRES_S
-    renew = read(renew_s, LEASE_RENEW_ENV) or min(LEASE_RENEW_S, expires / 3)
-    if renew <= 0 or expires < 2 * renew:
-        raise BadInputError(
-            f"the dead-man lease would expire after {expires:g} s but be renewed only every {renew:g} s",
-            fix=f"make {LEASE_EXPIRES_ENV} at least twice {LEASE_RENEW_ENV} "
-            f"(defaults: {LEASE_EXPIRES_S:g} and {LEASE_RENEW_S:g})",
-        )
-    return renew, expires
-
-
 def teardown_summary(
     started: Sequence[str],
     running: Mapping[str, str],
@@ -195,76 +143,6 @@ def teardown_summary(
     for name in sorted(unverified):
         parts.append(f"unverified: {name}: {unverified[name]}; {backstop}")
     return "; ".join(parts), not running and not unverified
-
-
-class LeaseKeeper:
-    """Renews the dead-man lease of every injector it was given, from its own thread.
-
-    Each host is renewed on a worker of its own, so a slow or dead host never delays another's
-    renewal, and a renewal still under way is not queued again. A dropped connection is
-    reconnected by the transport on the next renewal. Nothing here ever blocks the caller:
-    `add` and `stop` return at once (stop waits at most a moment for the thread).
-    """
-
-    def __init__(self, fleet: SshFleet, renew_s: float) -> None:
-        self.fleet = fleet
-        self.renew_s = renew_s
-        self.renewed_at: dict[str, float] = {}  # injector -> monotonic time of its last renewal
-        self.errors: dict[str, str] = {}  # injector -> why its last renewal failed
-        self._workdirs: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._under_way: dict[str, Future[None]] = {}
-        self._sequence = itertools.count(1)
-
-    def add(self, injector_id: str, workdir: str) -> None:
-        """Keep `workdir`'s lease on the injector fresh (the launch has just renewed it)."""
-        with self._lock:
-            if self._stopped.is_set():
-                return
-            self._workdirs[injector_id] = workdir
-            self.renewed_at[injector_id] = time.monotonic()  # every launch renews the lease
-            if self._thread is None:
-                self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="spike-lease")
-                self._thread = threading.Thread(target=self._loop, name="spike-lease", daemon=True)
-                self._thread.start()
-
-    def stop(self) -> None:
-        """No more renewals: from now on each host's watchdog decides (idempotent)."""
-        with self._lock:
-            self._stopped.set()
-            thread, pool = self._thread, self._pool
-        if thread is not None:
-            thread.join(timeout=1.0)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _loop(self) -> None:
-        while not self._stopped.wait(self.renew_s):
-            with self._lock:
-                if self._stopped.is_set() or self._pool is None:
-                    return
-                for injector_id, workdir in self._workdirs.items():
-                    under_way = self._under_way.get(injector_id)
-                    if under_way is not None and not under_way.done():
-                        continue
-                    with contextlib.suppress(RuntimeError):  # the pool shut down meanwhile
-                        self._under_way[injector_id] = self._pool.submit(self._renew, injector_id, workdir)
-
-    def _renew(self, injector_id: str, workdir: str) -> None:
-        stamp = f"{next(self._sequence)} {time.time():.3f}"
-        try:
-            self.fleet.renew_lease(injector_id, workdir, stamp)
-        except SpikeError as exc:
-            self.errors[injector_id] = exc.message
-            return
-        except Exception as exc:  # a connection torn down under it at teardown
-            self.errors[injector_id] = f"{type(exc).__name__}: {exc}"
-            return
-        self.renewed_at[injector_id] = time.monotonic()
-        self.errors.pop(injector_id, None)
 
 
 @dataclass
@@ -312,6 +190,8 @@ class SshFleetProvider:
         self._lease: LeaseKeeper | None = None
         self._lease_lock = threading.Lock()
         self._torn_down = False
+        # (where, event, detail): what a long phase is doing, at least every 10 s
+        self.say: Callable[[str, str, str], None] = lambda where, event, detail: None
         self._leftovers: dict[str, str] = {}  # injector -> what is still running after teardown
         self._unverified: dict[str, str] = {}  # injector -> why teardown could not check it
         self._deadman_fired: dict[str, str] = {}  # injector -> what its watchdog wrote
@@ -338,7 +218,13 @@ class SshFleetProvider:
             keepalive_s=self.keepalive_s,
             boot_wait_s=self.boot_wait_s,
         )
-        self.fleet.connect()
+        count = len(hosts)
+        self.say("fleet", "ssh", f"connecting to {count} host(s)")
+        with ticking(
+            lambda s: self.say("fleet", "ssh", f"still connecting to {count} host(s) after {s:.0f} s")
+        ):
+            self.fleet.connect()
+        self.say("fleet", "ssh", f"{count}/{count} connected")
         for injector in plan.injectors:
             host = hosts[injector.id]
             self.states[injector.id] = _InjectorState(
@@ -351,21 +237,32 @@ class SshFleetProvider:
         fleet = self._fleet()
         started = time.monotonic()
         bundles = {
-            "libs": _tar_bundle(self.cache_dir, "libs", [(p.name, p) for p in artifacts.jars]),
-            "sims": _tar_tree(self.cache_dir, "sims", artifacts.classes_dir, artifacts.simulation_key),
-            "feeders": _tar_bundle(
+            "libs": tar_bundle(self.cache_dir, "libs", [(p.name, p) for p in artifacts.jars]),
+            "sims": tar_tree(self.cache_dir, "sims", artifacts.classes_dir, artifacts.simulation_key),
+            "feeders": tar_bundle(
                 self.cache_dir, "feeders", [(f"{n}.csv", p) for n, p in artifacts.feeders.items()]
             ),
-            "agent": _tar_bundle(self.cache_dir, "agent", [("spike-agent.pyz", artifacts.agent_zipapp)]),
+            "agent": tar_bundle(self.cache_dir, "agent", [("spike-agent.pyz", artifacts.agent_zipapp)]),
         }
         by_base: dict[str, list[str]] = {}
         for injector_id, state in self.states.items():
             by_base.setdefault(state.host.base_dir, []).append(injector_id)
         pushed: dict[str, list[str]] = {}
+        sent_bytes = 0
         for kind, (tar, digest) in bundles.items():
+            size = tar.stat().st_size
             for base, names in by_base.items():
-                sent = fleet.ensure_bundle(tar, digest, f"{base}/cache/{kind}", hosts=names)
-                pushed[kind] = pushed.get(kind, []) + [n for n, was_sent in sent.items() if was_sent]
+                with ticking(self._pushing(kind, size, len(names))):
+                    sent = fleet.ensure_bundle(tar, digest, f"{base}/cache/{kind}", hosts=names)
+                to = [n for n, was_sent in sent.items() if was_sent]
+                pushed[kind] = pushed.get(kind, []) + to
+                sent_bytes += size * len(to)
+                self.say(
+                    "fleet",
+                    "deploy",
+                    f"{kind}: {size:,} bytes pushed to {len(to)} host(s)"
+                    + (f", already cached on {len(names) - len(to)}" if len(to) < len(names) else ""),
+                )
         fleet.run(
             {i: f"mkdir -p {shlex.quote(s.workdir)}/results" for i, s in self.states.items()},
             timeout_s=60,
@@ -373,6 +270,7 @@ class SshFleetProvider:
         self.deploy_report = {
             "pushed": {kind: sorted(names) for kind, names in pushed.items()},
             "seconds": round(time.monotonic() - started, 3),
+            "bytes_sent": sent_bytes,
             "digests": {kind: d for kind, (_, d) in bundles.items()},
         }
         sites = {}
@@ -390,6 +288,16 @@ class SshFleetProvider:
                 agent_writes_sink=False,
             )
         return sites
+
+    def _pushing(self, kind: str, size: int, hosts: int) -> Callable[[float], None]:
+        def say(elapsed_s: float) -> None:
+            self.say(
+                "fleet",
+                "deploy",
+                f"{kind}: pushing {size:,} bytes to up to {hosts} host(s), {elapsed_s:.0f} s",
+            )
+
+        return say
 
     def clock_check(self) -> ClockCheck:
         samples = self._fleet().clock_offsets()
@@ -591,37 +499,3 @@ class SshFleetProvider:
 def _stop_quietly(handle: RemoteInjector) -> None:
     with contextlib.suppress(Exception):
         handle.stop(1.0)
-
-
-def _tar_bundle(cache_dir: Path, kind: str, files: Iterable[tuple[str, Path]]) -> tuple[Path, str]:
-    """A tar of `files` (name in the archive, local file), named by the digest of their content."""
-    entries = sorted(files)
-    digest = hashlib.sha256()
-    for name, path in entries:
-        digest.update(name.encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    key = digest.hexdigest()[:20]
-    return _write_tar(cache_dir, kind, key, entries), key
-
-
-def _tar_tree(cache_dir: Path, kind: str, root: Path, key: str) -> tuple[Path, str]:
-    """A tar of the tree under `root`, named by a digest the caller already knows (the build key)."""
-    entries = sorted((str(p.relative_to(root)), p) for p in root.rglob("*") if p.is_file())
-    return _write_tar(cache_dir, kind, key, entries), key
-
-
-def _write_tar(cache_dir: Path, kind: str, key: str, entries: list[tuple[str, Path]]) -> Path:
-    path = cache_dir / "bundles" / f"{kind}-{key}.tar"
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    # jars are compressed already: a plain tar is as small and much faster to make and unpack
-    with tarfile.open(tmp, "w") as archive:
-        for name, file in entries:
-            archive.add(file, arcname=name, recursive=False)
-    tmp.replace(path)
-    return path

@@ -38,6 +38,7 @@ from loadorch.livestream import LiveStream
 from loadorch.metrics.pending import flush_pending_quietly, write_sink_settings
 from loadorch.metrics.run_points import start_lines
 from loadorch.metrics.sink import Sink
+from loadorch.pacing import Every
 from loadorch.paths import state_dir
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.plan.planner import PlanOptions, plan_run
@@ -560,6 +561,7 @@ class RunSession:
     def _await_ready(self, handles: dict[str, InjectorHandle], deadline_ms: int) -> set[str]:
         """Wait until every injector waits for the go (or has died); returns the ready ones."""
         ready: set[str] = set()
+        beat = Every()
         while True:
             self.provider.sync()
             for injector in self.plan.injectors:
@@ -568,6 +570,10 @@ class RunSession:
             pending = [i for i in handles if i not in ready and handles[i].poll() is None]
             if not pending or self.clock_ms() >= deadline_ms:
                 return ready
+            if beat.elapsed_s >= beat.period_s and beat.due():  # from 10 s on, every 10 s
+                self.observer.phase(
+                    "launch", f"{len(ready)}/{len(handles)} injector(s) ready after {beat.elapsed_s:.0f} s"
+                )
             time.sleep(0.05)
 
     def _check_clock(self, clock: ClockCheck) -> None:

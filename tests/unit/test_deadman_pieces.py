@@ -8,12 +8,8 @@ import subprocess
 import pytest
 
 from loadorch.errors import BadInputError
-from loadorch.providers.remote import (
-    LEASE_EXPIRES_S,
-    LEASE_RENEW_S,
-    lease_timings,
-    teardown_summary,
-)
+from loadorch.providers.lease import LEASE_EXPIRES_S, LEASE_RENEW_S, lease_timings
+from loadorch.providers.remote import teardown_summary
 from loadorch.transport.remote_scripts import (
     WATCHDOG_PY,
     Deadman,
