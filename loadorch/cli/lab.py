@@ -72,6 +72,12 @@ def show_next_steps(info: LabInfo) -> None:
         markup=False,
     )
     console.print(f"  operator CIDR   {info.operator_cidr} (SSH to the hosts comes from there)", markup=False)
+    root = (
+        "copy-on-write overlay of this machine's /"
+        if info.rootfs == "overlay"
+        else "BIND FALLBACK: own /etc, /home, /opt, /root, /var/log; other writes reach this machine"
+    )
+    console.print(f"  hosts' root     {root}", markup=False)
     console.print("\nNext:", markup=False)
     exports = " ".join(f"{k}={v}" for k, v in info.env.items())
     console.print(f"  export {exports}", markup=False)
@@ -107,8 +113,17 @@ def up(
         int, typer.Option(min=1, max=65535, help="The target's port on 127.0.0.1 (and on each edge).")
     ] = DEFAULT_TARGET_PORT,
     ssh_user: Annotated[str, typer.Option(help="The image's login user on every host.")] = DEFAULT_SSH_USER,
+    rootfs: Annotated[
+        str,
+        typer.Option(
+            help="Each host's root: overlay (copy-on-write of /), bind (own /etc, /home, /opt, /root, "
+            "/var/log bound over this machine's), or auto (overlay where the kernel can)."
+        ),
+    ] = "auto",
 ) -> None:
     """Start the lab in the background and wait until moto answers and the network is up."""
+    if rootfs not in ("auto", "overlay", "bind"):
+        raise typer.BadParameter(f"{rootfs!r}; valid values: auto, overlay, bind", param_hint="--rootfs")
     latency_ms: dict[str, float] = {}
     jitter_ms: dict[str, float] = {}
     if latency and not no_latency:
@@ -116,7 +131,7 @@ def up(
 
         parsed = parse_latencies(latency)
         latency_ms = dict(parsed)
-        jitter_ms = {region: parsed.jitter(region) for region in parsed}
+        jitter_ms = {region: parsed.jitter(region) for region in parsed if parsed.jitter(region)}
     settings = LabSettings(
         state_dir=_state(state_dir),
         port=port,
@@ -126,6 +141,7 @@ def up(
         target_port=target_port,
         ssh_user=ssh_user,
         latency=not no_latency,
+        rootfs=rootfs,
     )
     show_next_steps(lab_up(settings))
 
@@ -155,7 +171,8 @@ def status(state_dir: StateDir = None) -> None:
         return
     lab = answer["lab"]
     console.print(
-        f"[green]lab[/]: running on {lab['endpoint']} (pid {lab['pid']}, state dir {lab['state_dir']})"
+        f"[green]lab[/]: running on {lab['endpoint']} (pid {lab['pid']}, state dir {lab['state_dir']}, "
+        f"hosts' root: {lab.get('rootfs', 'overlay')})"
     )
     for region in answer["regions"]:
         extra = []

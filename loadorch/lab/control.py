@@ -32,7 +32,7 @@ from typing import Any, Self
 import loadorch
 from loadorch.errors import InfrastructureError, PreflightError
 from loadorch.lab import network
-from loadorch.lab.state import MACHINE_LOCK, LabPaths, LabSettings, aws_env, default_state_dir
+from loadorch.lab.state import MACHINE_LOCK, TURN_LOCK, LabPaths, LabSettings, aws_env, default_state_dir
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,7 @@ class LabInfo:
     ssh_user: str
     operator_cidr: str
     latency_proxy: bool
+    rootfs: str  # overlay (a copy-on-write root per host) or bind (the fallback)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LabInfo:
@@ -98,6 +99,7 @@ class LabInfo:
             ssh_user=str(data["ssh_user"]),
             operator_cidr=str(data["operator_cidr"]),
             latency_proxy=bool(data.get("latency_proxy")),
+            rootfs=str(data.get("rootfs", "overlay")),
         )
 
     @property
@@ -342,9 +344,54 @@ def lab_status(state_dir: Path | None = None) -> dict[str, Any]:
     return {"running": False, "state_dir": str(paths.root), "leftovers": leftovers}
 
 
+class MachineTurn:
+    """One lab user at a time on this machine (a test module, a script), from before `lab up` to
+    after `lab down`: an exclusive lock on /run/spike-lab-turn.lock, waited for (bounded).
+
+    The daemon's own lock only covers its life; a user whose daemon is killed on purpose (a
+    fault test) still holds its turn until it has swept, so nobody else's lab starts in between.
+    """
+
+    def __init__(self, wait_s: float = 900.0) -> None:
+        self.wait_s = wait_s
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(TURN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise PreflightError(
+                        f"another lab user kept this machine's lab for {self.wait_s:.0f} s",
+                        where=str(TURN_LOCK),
+                        fix="wait for it, or stop its lab with `spike lab down --state-dir DIR`",
+                    ) from None
+                time.sleep(0.5)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
 class Lab:
-    """A lab for one test module or session: waits (bounded) until no other lab runs on the
-    machine, starts one, and always takes it down again."""
+    """A lab for one test module or session: waits (bounded) for its turn on the machine (see
+    `MachineTurn`), starts one, and always takes it down again."""
 
     def __init__(
         self, settings: LabSettings, *, wait_for_machine_s: float = 900.0, timeout_s: float = 60.0
@@ -353,6 +400,7 @@ class Lab:
         self.wait_for_machine_s = wait_for_machine_s
         self.timeout_s = timeout_s
         self._info: LabInfo | None = None
+        self.turn = MachineTurn(wait_for_machine_s)
 
     @property
     def info(self) -> LabInfo:
@@ -373,6 +421,7 @@ class Lab:
         return LabClient(self.settings.state_dir)
 
     def start(self) -> Self:
+        self.turn.acquire()
         deadline = time.monotonic() + self.wait_for_machine_s
         while True:
             while not _machine_lock_free():
@@ -393,7 +442,10 @@ class Lab:
 
     def stop(self) -> list[str]:
         self._info = None
-        return lab_down(self.settings.state_dir, timeout_s=self.timeout_s)
+        try:
+            return lab_down(self.settings.state_dir, timeout_s=self.timeout_s)
+        finally:
+            self.turn.release()
 
     def __enter__(self) -> Self:
         try:

@@ -38,7 +38,7 @@ from typing import Any
 
 from loadorch.errors import BadInputError, PreflightError, SpikeError
 from loadorch.lab import moto_hooks, network
-from loadorch.lab.hosts import TARGET_HOST_NAME, Host, HostManager
+from loadorch.lab.hosts import TARGET_HOST_NAME, Host, HostManager, overlay_of_root_error
 from loadorch.lab.state import MACHINE_LOCK, LabPaths, LabSettings
 
 REQUIRED_PROGRAMS = ("ip", "unshare", "mount", "useradd", "usermod", "ssh-keygen", "/usr/sbin/sshd", "bash")
@@ -62,11 +62,6 @@ def check_prerequisites() -> None:
         raise PreflightError(
             f"the lab needs {', '.join(missing)}",
             fix="apt-get install iproute2 util-linux passwd openssh-server openssh-client (`make deps` does)",
-        )
-    if "overlay" not in Path("/proc/filesystems").read_text():
-        raise PreflightError(
-            "this kernel has no overlayfs: lab hosts cannot get a copy-on-write root",
-            fix="run the lab on a Linux kernel with CONFIG_OVERLAY_FS",
         )
     network.check_netns_support()
 
@@ -129,6 +124,7 @@ class LabDaemon:
         shutil.rmtree(self.paths.hosts, ignore_errors=True)
         network.check_range_free()
         network.bridge_up()
+        rootfs = self.choose_rootfs()
         if self.settings.latency:
             self.latency_module = load_latency_module()
             self.proxy = self.latency_module.LatencyProxy(self.paths.latency)
@@ -139,12 +135,33 @@ class LabDaemon:
             regions=self.settings.regions,
             on_poweroff=self.host_powered_off,
             on_region_added=self.region_added,
+            rootfs=rootfs,
         )
         moto_hooks.install(self)
         self.server = self.make_server()
         threading.Thread(target=self.server.serve_forever, name="moto", daemon=True).start()
         self.paths.write_info(self.info())
         log(f"ready: moto on {self.endpoint}, regions {', '.join(self.manager.regions)}")
+
+    def choose_rootfs(self) -> str:
+        """overlay (a copy-on-write root per host) where this kernel can, else the bind fallback."""
+        wanted = self.settings.rootfs
+        if wanted == "bind":
+            log("hosts get bound directories over this machine's (--rootfs bind), not an overlay")
+            return "bind"
+        error = overlay_of_root_error(self.paths.root / "overlay-probe")
+        if error is None:
+            return "overlay"
+        if wanted == "overlay":
+            raise PreflightError(
+                f"this kernel cannot mount an overlay of /: {error}",
+                fix="start the lab with --rootfs auto (or bind) to use the bind-mount fallback",
+            )
+        log(
+            f"WARNING: this kernel cannot mount an overlay of / ({error}): hosts get their own /etc, "
+            "/home, /opt, /root and /var/log bound over this machine's instead; writes elsewhere reach this machine"
+        )
+        return "bind"
 
     @property
     def endpoint(self) -> str:
@@ -209,6 +226,7 @@ class LabDaemon:
             "ssh_user": self.settings.ssh_user,
             "operator_cidr": network.OPERATOR_CIDR,
             "latency_proxy": self.proxy is not None,
+            "rootfs": self.manager.rootfs,
             "started_at": time.time(),
         }
 
@@ -383,13 +401,14 @@ def parse_args(argv: list[str]) -> LabSettings:
     parser.add_argument("--target-port", type=int, default=8080)
     parser.add_argument("--ssh-user", default="ec2-user")
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--rootfs", choices=("auto", "overlay", "bind"), default="auto")
     args = parser.parse_args(argv)
     latency_ms: dict[str, float] = {}
     jitter_ms: dict[str, float] = {}
     if args.latency and not args.no_latency:
         parsed = load_latency_module().parse_latencies(args.latency)
         latency_ms = dict(parsed)
-        jitter_ms = {region: parsed.jitter(region) for region in parsed}
+        jitter_ms = {region: parsed.jitter(region) for region in parsed if parsed.jitter(region)}
     return LabSettings(
         state_dir=args.state_dir.resolve(),
         port=args.port,
@@ -399,6 +418,7 @@ def parse_args(argv: list[str]) -> LabSettings:
         target_port=args.target_port,
         ssh_user=args.ssh_user,
         latency=not args.no_latency,
+        rootfs=args.rootfs,
     )
 
 

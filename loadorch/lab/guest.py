@@ -15,7 +15,9 @@ Boot, in the order of an EC2 boot with cloud-init:
    bootstrap's /etc files, /opt/spike, the login user's home) stays in its upper dir; fresh
    /proc (its pid namespace), /sys of its network namespace, /dev and /dev/pts bound, fresh
    tmpfs on /tmp, /run and /dev/shm, and an empty tmpfs over the lab's state dir (a host
-   cannot read other hosts' keys); then chroot.
+   cannot read other hosts' keys); then chroot. Where this kernel cannot mount an overlay of /,
+   `bind_root` stands in: the host's own /etc (a copy), /home, /opt, /root and /var/log bound
+   over this machine's (the lab says so on the console and in lab.json).
 2. cloud-init's init stage: hostname (ip-198-18-i-x), /etc/hosts (with the region's target
    name), /etc/resolv.conf (no DNS leaves the lab), the login user with the key pair's public
    key authorised (cloud-init's `users` and `ssh` modules), fresh ed25519 and ECDSA host keys.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import encodings.idna  # noqa: F401  (socket encodes host names with it, lazily: after the root changed)
 import json
 import os
 import pwd
@@ -57,6 +60,8 @@ STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NOFILE = 65535
 HOST_KEY_TYPES = (("ecdsa", "256"), ("ed25519", ""))
 SSHD = "/usr/sbin/sshd"
+BIND_PATHS = ("etc", "home", "opt", "root", "var/log")
+BIND_SHIM_DIR = "/run/spike-lab/shims"
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class GuestConfig:
     hosts_entries: list[str]  # /etc/hosts lines after localhost and the host's own name
     mask_paths: list[str] = field(default_factory=list)  # hidden under an empty tmpfs in the host
     has_user_data: bool = False
+    rootfs: str = "overlay"  # or "bind", where this kernel cannot mount an overlay of / (see mount_root)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -167,6 +173,9 @@ class Guest:
             self.start_user_data()
 
     def mount_root(self) -> None:
+        if self.config.rootfs == "bind":
+            self.bind_root()
+            return
         host_dir = Path(self.config.host_dir)
         root = host_dir / "root"
         _run(
@@ -185,6 +194,27 @@ class Guest:
                 _run("mount", "-t", "tmpfs", "-o", "mode=0700,size=64k", "tmpfs", str(target))
         os.chroot(root)
         os.chdir("/")
+
+    def bind_root(self) -> None:
+        """The fallback where overlayfs of / fails: this machine's root, with the host's own
+        directories bound over the paths the bootstrap and the login user write (/etc, a copy;
+        /home, /opt, /root, /var/log, empty at boot) and fresh /proc, /tmp, /run, /dev/shm. A write
+        anywhere else would reach this machine: the overlay is the containment, this is its stand-in."""
+        own = Path(self.config.host_dir) / "upper"
+        _run("cp", "-a", "/etc", str(own / "etc"))
+        for path in BIND_PATHS:
+            (own / path).mkdir(parents=True, exist_ok=True)
+            _run("mount", "--bind", str(own / path), f"/{path}")
+        _run("mount", "-t", "proc", "proc", "/proc")
+        for path, mode in (("/dev/shm", "1777"), ("/tmp", "1777"), ("/run", "0755")):
+            _run("mount", "-t", "tmpfs", "-o", f"mode={mode},nosuid,nodev", "tmpfs", path)
+        for hidden in self.config.mask_paths:
+            if Path(hidden).is_dir():
+                _run("mount", "-t", "tmpfs", "-o", "mode=0700,size=64k", "tmpfs", hidden)
+        os.chdir("/")
+        self.say(
+            "spike lab: no overlayfs of / on this kernel: the host's own /etc, /home, /opt, /root and /var/log are bound over this machine's\n"
+        )
 
     def init_stage(self) -> None:
         cfg = self.config
@@ -299,13 +329,15 @@ class Guest:
             )
             self.final_stage(None)
             return
-        scripts = Path("/var/lib/cloud/instance/scripts")
+        # /var/lib is this machine's in the bind fallback: cloud-init's files go to the host's /run there
+        cloud = Path("/var/lib/cloud" if self.config.rootfs == "overlay" else "/run/spike-lab/cloud")
+        scripts = cloud / "instance" / "scripts"
         scripts.mkdir(parents=True, exist_ok=True)
-        Path("/var/lib/cloud/instance/user-data.txt").write_bytes(self.user_data)
+        (cloud / "instance" / "user-data.txt").write_bytes(self.user_data)
         script = scripts / "part-001"
         script.write_bytes(self.user_data)
         script.chmod(0o700)
-        shim_dir = Path(SHIM_DIR)
+        shim_dir = Path(SHIM_DIR if self.config.rootfs == "overlay" else BIND_SHIM_DIR)
         shim_dir.mkdir(parents=True, exist_ok=True)
         shim = shim_dir / SHIM_SCRIPT_NAME
         shim.write_text(shim_script())
@@ -315,7 +347,7 @@ class Guest:
             link.unlink(missing_ok=True)
             link.symlink_to(SHIM_SCRIPT_NAME)
         env = {
-            "PATH": f"{SHIM_DIR}:{STANDARD_PATH}",
+            "PATH": f"{shim_dir}:{STANDARD_PATH}",
             "HOME": "/root",
             "USER": "root",
             "LOGNAME": "root",

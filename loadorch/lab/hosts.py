@@ -107,6 +107,38 @@ class Host:
         }
 
 
+def overlay_of_root_error(scratch: Path) -> str | None:
+    """None when this kernel mounts an overlay with / as its lower layer (what hosts use), else why not."""
+    dirs = {name: scratch / name for name in ("upper", "work", "merged")}
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    options = f"lowerdir=/,upperdir={dirs['upper']},workdir={dirs['work']}"
+    try:
+        # in a throwaway mount namespace: the mount is gone when `mount` exits
+        done = subprocess.run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                options,
+                str(dirs["merged"]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None if done.returncode == 0 else (done.stderr.strip() or f"mount exited with {done.returncode}")
+
+
 PowerOff = Callable[[Host], None]  # the host powered itself off: apply its shutdown behaviour in moto
 RegionAdded = Callable[[str, int], None]  # a region got its number (edge address, latency proxy)
 
@@ -120,6 +152,7 @@ class HostManager:
         regions: tuple[str, ...],
         on_poweroff: PowerOff,
         on_region_added: RegionAdded,
+        rootfs: str = "overlay",
         python: str = sys.executable,
     ) -> None:
         self.state_dir = Path(state_dir)
@@ -129,6 +162,7 @@ class HostManager:
         self.on_poweroff = on_poweroff
         self.on_region_added = on_region_added
         self.python = python
+        self.rootfs = rootfs
         self.lock = threading.RLock()
         self.hosts: dict[str, Host] = {}
         self.regions: dict[str, int] = {}
@@ -216,6 +250,7 @@ class HostManager:
             hosts_entries=[f"{network.edge_address(number)} {TARGET_HOST_NAME}"],
             mask_paths=[str(self.state_dir.resolve())],
             has_user_data=user_data is not None,
+            rootfs=self.rootfs,
         ).save(host.host_dir / "guest.json")
         thread = threading.Thread(target=self._live, args=(host,), name=f"host-{instance_id}", daemon=True)
         with self.lock:

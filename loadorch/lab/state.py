@@ -31,7 +31,8 @@ DEFAULT_PORT = 5000
 DEFAULT_REGIONS: tuple[str, ...] = ("eu-west-2", "us-east-1", "ap-southeast-1")
 DEFAULT_TARGET_PORT = 8080
 DEFAULT_SSH_USER = "ec2-user"
-MACHINE_LOCK = Path("/run/spike-lab.lock")
+MACHINE_LOCK = Path("/run/spike-lab.lock")  # held by the running daemon
+TURN_LOCK = Path("/run/spike-lab-turn.lock")  # held by a lab user (control.MachineTurn) from up to down
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -57,6 +58,7 @@ class LabSettings:
     target_port: int = DEFAULT_TARGET_PORT
     ssh_user: str = DEFAULT_SSH_USER
     latency: bool = True
+    rootfs: str = "auto"  # overlay, bind (the fallback), or auto: overlay where this kernel can
 
     def daemon_argv(self) -> list[str]:
         """The daemon's options for these settings (`python -m loadorch.lab.daemon ...`)."""
@@ -66,6 +68,7 @@ class LabSettings:
             "--regions", ",".join(self.regions),
             "--target-port", str(self.target_port),
             "--ssh-user", self.ssh_user,
+            "--rootfs", self.rootfs,
         ]  # fmt: skip
         if self.latency_ms:
             argv += ["--latency", ",".join(self._latency_item(name) for name in self.latency_ms)]

@@ -1,14 +1,14 @@
 """Lab tier: the real lab daemon (moto in-process with hooks), real network namespaces, real sshd,
 real user_data, real Terraform where the mirror is there.
 
-One lab runs on a machine at a time (fixed network plan); a module's `lab` fixture waits for the
-machine's lab lock, so test files on parallel workers take turns. Every test cleans up what it
+One lab runs on a machine at a time (fixed network plan); every test takes its turn with
+`loadorch.lab.control.MachineTurn` (`Lab` does), so test files on parallel workers, and other
+tiers' lab tests, take turns. Every test cleans up what it
 made; the fixture's teardown is `lab down`, which also sweeps what a killed daemon left.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import socket
@@ -68,28 +68,6 @@ def lab_settings(state_dir: Path, *, latency: bool, regions: tuple[str, ...]) ->
     return LabSettings(
         state_dir=state_dir, port=free_port(), regions=regions, latency=latency, target_port=free_port()
     )
-
-
-TIER_LOCK = Path("/run/spike-lab-tests.lock")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_lab_module_at_a_time() -> Iterator[None]:
-    """Test modules on parallel workers take turns: one lab per machine, and some tests kill theirs."""
-    fd = os.open(TIER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + 1800
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another lab test module held {TIER_LOCK} for 30 minutes")
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,24 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import ec2, free_port, lab_links, lab_settings, netns_names, wait_for
+import boto3
+import pytest
+from conftest import free_port, lab_links, lab_settings, netns_names, wait_for
 from typer.testing import CliRunner
 
 from loadorch.cli.main import app
-from loadorch.lab.control import Lab, LabClient
+from loadorch.lab.control import LabClient, MachineTurn, lab_up
 from loadorch.lab.state import LabPaths
+
+
+@pytest.fixture(autouse=True)
+def _turn() -> Iterator[None]:
+    """These tests start and kill labs by hand: they take the machine's lab turn as `Lab` does."""
+    with MachineTurn():
+        yield
 
 
 def spike(*args: str) -> tuple[int, str]:
@@ -52,8 +62,6 @@ def test_cli_up_status_hosts_fail_apply_down(tmp_path: Path, client_key: tuple[P
             "--regions eu-west-2,us-east-1" in out
         )
         assert Path("/proc/sys/net/ipv4/conf/spklab0/forwarding").read_text().strip() == "0"
-
-        import boto3
 
         client = boto3.client(
             "ec2", region_name="us-east-1", endpoint_url=endpoint,
@@ -98,23 +106,26 @@ def test_down_after_the_daemon_was_killed_sweeps_everything(
     tmp_path: Path, client_key: tuple[Path, str]
 ) -> None:
     settings = lab_settings(tmp_path / "lab", latency=False, regions=("eu-west-2", "us-east-1"))
-    lab = Lab(settings).start()
+    info = lab_up(settings)
     try:
         ids = []
         for region in ("eu-west-2", "us-east-1"):
-            client = ec2(lab, region)
+            client = boto3.client(
+                "ec2", region_name=region, endpoint_url=info.endpoint,
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+            )  # fmt: skip
             client.import_key_pair(KeyName="k", PublicKeyMaterial=client_key[1].encode())
             ids.append(
                 client.run_instances(ImageId="ami-1", MinCount=1, MaxCount=1, KeyName="k")["Instances"][0][
                     "InstanceId"
                 ]
             )
-        lab.client.wait_for_hosts(ids)
+        LabClient(settings.state_dir).wait_for_hosts(ids)
         in_hosts = [int(p) for i in ids for p in subprocess.run(
             ["ip", "netns", "pids", f"spkl-{i}"], capture_output=True, text=True, check=True
         ).stdout.split()]  # fmt: skip
         assert len(in_hosts) >= 4  # per host: unshare, its init, sshd
-        daemon = lab.info.pid
+        daemon = info.pid
         os.kill(daemon, signal.SIGKILL)
         wait_for(
             lambda: not Path(f"/proc/{daemon}").exists() or _zombie(daemon), 30, "the killed daemon gone"
