@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +34,7 @@ import loadorch
 from loadorch.errors import InfrastructureError, PreflightError
 from loadorch.lab import network
 from loadorch.lab.state import MACHINE_LOCK, TURN_LOCK, LabPaths, LabSettings, aws_env, default_state_dir
+from loadorch.process import on_parent_death_preexec
 
 
 @dataclass(frozen=True)
@@ -249,8 +251,13 @@ def _require_root() -> None:
         )
 
 
-def lab_up(settings: LabSettings, *, timeout_s: float = 60.0) -> LabInfo:
-    """Start the lab daemon detached and wait until moto answers and the network is up."""
+def lab_up(settings: LabSettings, *, timeout_s: float = 60.0, tie_to_caller: bool = False) -> LabInfo:
+    """Start the lab daemon detached and wait until moto answers and the network is up.
+
+    `tie_to_caller` (tests): the daemon gets SIGTERM, and so stops and sweeps everything, when
+    this process ends, even by SIGKILL (PR_SET_PDEATHSIG; only from the main thread, since the
+    signal fires when the starting *thread* ends). `spike lab up` leaves it running on its own.
+    """
     _require_root()
     paths = LabPaths(settings.state_dir)
     running = paths.daemon_pid()
@@ -259,6 +266,7 @@ def lab_up(settings: LabSettings, *, timeout_s: float = 60.0) -> LabInfo:
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.startup_error.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(Path(loadorch.__file__).resolve().parents[1])}
+    tied = tie_to_caller and threading.current_thread() is threading.main_thread()
     with paths.log.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "loadorch.lab.daemon", *settings.daemon_argv()],
@@ -267,6 +275,7 @@ def lab_up(settings: LabSettings, *, timeout_s: float = 60.0) -> LabInfo:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # detached: it outlives this command
+            preexec_fn=on_parent_death_preexec(signal.SIGTERM) if tied else None,
         )
     deadline = time.monotonic() + timeout_s
     while True:
@@ -394,9 +403,15 @@ class Lab:
     `MachineTurn`), starts one, and always takes it down again."""
 
     def __init__(
-        self, settings: LabSettings, *, wait_for_machine_s: float = 900.0, timeout_s: float = 60.0
+        self,
+        settings: LabSettings,
+        *,
+        wait_for_machine_s: float = 900.0,
+        timeout_s: float = 60.0,
+        tie_to_caller: bool = True,
     ) -> None:
         self.settings = settings
+        self.tie_to_caller = tie_to_caller
         self.wait_for_machine_s = wait_for_machine_s
         self.timeout_s = timeout_s
         self._info: LabInfo | None = None
@@ -433,7 +448,7 @@ class Lab:
                     )
                 time.sleep(0.5)
             try:
-                self._info = lab_up(self.settings, timeout_s=self.timeout_s)
+                self._info = lab_up(self.settings, timeout_s=self.timeout_s, tie_to_caller=self.tie_to_caller)
                 return self
             except PreflightError as exc:
                 # another lab took the lock between our check and the daemon's: wait again
