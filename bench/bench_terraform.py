@@ -5,7 +5,9 @@
 1. apply: `write_config` + `init` + `apply` + `inventory` (what spike does to get hosts), wall time;
 2. destroy: `destroy`, wall time;
 3. spike's own overhead: the wall time of the workspace calls minus the time the Terraform
-   processes themselves ran, as a share of the wall time (target: <= 10 %).
+   processes themselves ran, as a share of the wall time (target: <= 10 %);
+4. the progress reports: how many, the longest gap between two of one region (target: <= the
+   period, 10 s), and the last count per region.
 
 Nothing talks to AWS: every provider endpoint is the moto server on loopback, the credentials are
 moto's fake ones, and the provider comes from the local filesystem mirror.
@@ -17,6 +19,7 @@ moto's fake ones, and the provider comes from the local filesystem mirror.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import sys
 import tempfile
@@ -31,7 +34,31 @@ from moto_server import MotoServer  # a test helper, found through the path abov
 
 from loadorch.doctor import terraform_aws_provider_mirrors
 from loadorch.providers.terraform.config import FleetSpec, RegionFleet, injector_fleet_module
-from loadorch.providers.terraform.runner import TerraformWorkspace
+from loadorch.providers.terraform.runner import PROGRESS_PERIOD_S, TerraformWorkspace
+from loadorch.providers.terraform.ui import RESOURCES_EVENT
+
+
+class Reports:
+    """The `resources` progress events of one command, with when they came."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, str, str]] = []
+
+    def __call__(self, region: str, event: str, detail: str) -> None:
+        if event == RESOURCES_EVENT:
+            self.events.append((time.monotonic(), region, detail))
+
+    def summary(self, verb: str) -> str:
+        regions = sorted({region for _, region, _ in self.events})
+        gaps = []
+        last = {}
+        for region in regions:
+            times = [t for t, r, _ in self.events if r == region]
+            gaps += [b - a for a, b in itertools.pairwise(times)]
+            last[region] = next(d for t, r, d in reversed(self.events) if r == region)
+        longest = f"{max(gaps):.1f} s" if gaps else "-"
+        ends = ", ".join(f"{r} {d}" for r, d in last.items())
+        return f"progress {verb:<8} {len(self.events)} reports, longest gap {longest}; last: {ends}"
 
 
 def public_key() -> str:
@@ -93,7 +120,8 @@ def main() -> None:
         started = time.monotonic()
         workspace.write_config(spec)
         workspace.init()
-        workspace.apply()
+        applied = Reports()
+        workspace.apply(applied)
         inventory = workspace.inventory()
         apply_wall = time.monotonic() - started
         apply_terraform = workspace.terraform_seconds()
@@ -101,7 +129,8 @@ def main() -> None:
         live = live_instances(moto, regions, run_id)
 
         started = time.monotonic()
-        workspace.destroy()
+        destroyed = Reports()
+        workspace.destroy(destroyed)
         destroy_wall = time.monotonic() - started
         destroy_terraform = workspace.terraform_seconds() - apply_terraform
         left = live_instances(moto, regions, run_id)
@@ -121,6 +150,11 @@ def main() -> None:
     print(
         f"spike's own overhead: {1000 * own:.0f} ms of {total_wall:.2f} s = {100 * own / total_wall:.2f} %"
         "  (target <= 10 %)"
+    )
+    print(applied.summary("apply"))
+    print(destroyed.summary("destroy"))
+    print(
+        f"(a report per region at least every {PROGRESS_PERIOD_S:.0f} s, also while Terraform prints nothing)"
     )
     print(f"workspace kept in {work / 'terraform'}")
     if hosts != expected or live != expected or left != 0:

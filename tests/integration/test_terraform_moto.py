@@ -7,11 +7,20 @@ filesystem mirror (no network).
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 import threading
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +29,14 @@ import pytest
 from loadorch.cloud.tags import run_tags
 from loadorch.doctor import terraform_aws_provider_mirrors
 from loadorch.errors import RunInterrupted
-from loadorch.providers.terraform.config import FleetSpec, RegionFleet, injector_fleet_module
+from loadorch.providers.terraform.config import AssumeRole, FleetSpec, RegionFleet, injector_fleet_module
 from loadorch.providers.terraform.runner import (
     TerraformApplyError,
     TerraformWorkspace,
     cli_config_text,
     find_plugin_mirror,
 )
+from loadorch.providers.terraform.ui import RESOURCES_EVENT
 
 if shutil.which("terraform") is None:
     pytest.skip("terraform not found: `spike doctor` shows what is missing", allow_module_level=True)
@@ -48,8 +58,41 @@ REGIONS = tuple(fleet.region for fleet in TWO_REGIONS)
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
-        yield server
+    root = tmp_path_factory.mktemp("moto")
+    # moto's request recorder (started and stopped by the tests that read it) writes here
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MOTO_RECORDER_FILEPATH", str(root / "recording.jsonl"))
+        with MotoServer(root) as server:
+            yield server
+
+
+def recorder(moto: MotoServer, verb: str) -> bytes:
+    request = urllib.request.Request(
+        f"{moto.endpoint}/moto-api/recorder/{verb}", method="POST" if verb != "download-recording" else "GET"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return bytes(answer.read())
+
+
+def public_ip_requests(recording: bytes) -> dict[str, set[str]]:
+    """Region -> the AssociatePublicIpAddress values its RunInstances calls carried."""
+    found: dict[str, set[str]] = {}
+    for line in recording.decode().splitlines():
+        entry = json.loads(line)
+        body = (
+            base64.b64decode(entry["body"]).decode() if entry.get("body_encoded") else entry.get("body") or ""
+        )
+        params = urllib.parse.parse_qs(body)
+        if params.get("Action") != ["RunInstances"]:
+            continue
+        scope = re.search(
+            r"Credential=[^/]+/\d+/([a-z0-9-]+)/ec2/", entry["headers"].get("Authorization", "")
+        )
+        region = scope.group(1) if scope else "?"
+        found.setdefault(region, set()).update(
+            params.get("NetworkInterface.1.AssociatePublicIpAddress", ["unset"])
+        )
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -141,22 +184,101 @@ def test_module_is_formatted_and_valid(tmp_path: Path) -> None:
             assert done.returncode == 0, f"{' '.join(argv)} in {directory.name}: {done.stdout}{done.stderr}"
 
 
+# The target at 198.51.100.0/24 on 443 and 8080 (198.51.100.0/24 is a documentation range: nothing
+# is ever sent there, the rules only exist in moto).
+TARGET_PORTS = (443, 8080)
+TARGET_CIDRS = ("198.51.100.0/24",)
+EXPECTED_EGRESS = {
+    # the target's ports; 443 is shared with the bootstrap's package repositories
+    ("tcp", 443, ("0.0.0.0/0", "198.51.100.0/24"), ("::/0",)),
+    ("tcp", 8080, ("198.51.100.0/24",), ()),
+    ("tcp", 80, ("0.0.0.0/0",), ("::/0",)),
+    ("udp", 123, ("169.254.169.123/32",), ()),
+}
+
+
+def egress_rules(group: dict[str, Any]) -> set[tuple[str, int, tuple[str, ...], tuple[str, ...]]]:
+    """(protocol, port, IPv4 CIDRs, IPv6 CIDRs) of each egress rule; port -1 for "all" (none expected)."""
+    rules = set()
+    for p in group["IpPermissionsEgress"]:
+        assert p.get("FromPort", -1) == p.get("ToPort", -1), p  # one port per rule
+        ipv4 = tuple(sorted(r["CidrIp"] for r in p.get("IpRanges", [])))
+        ipv6 = tuple(sorted(r["CidrIpv6"] for r in p.get("Ipv6Ranges", [])))
+        rules.add((p["IpProtocol"], p.get("FromPort", -1), ipv4, ipv6))
+    return rules
+
+
+def resource_reports(events: list[tuple[float, str, str, str]], region: str) -> list[tuple[float, str]]:
+    return [(t, detail) for t, r, event, detail in events if r == region and event == RESOURCES_EVENT]
+
+
 def test_apply_two_regions_then_destroy_leaves_nothing(
     tmp_path: Path, moto: MotoServer, public_key: str
 ) -> None:
+    # eu-west-2 as spike runs by default; us-east-1 as a real account's private network would:
+    # its own VPC and subnet (made here, in moto only), a literal AMI and no public address.
     run_id = "it-apply-1"
-    workspace = workspace_for(tmp_path, moto, run_id, public_key)
-    events: list[tuple[str, str, str]] = []
+    us_east = moto.client("ec2", "us-east-1")
+    image = us_east.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    vpc = us_east.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
+    subnet = us_east.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24")["Subnet"]["SubnetId"]
+    fleets = (
+        RegionFleet("eu-west-2", 2, "t3.micro"),
+        RegionFleet(
+            "us-east-1", 1, "t3.micro", vpc_id=vpc, subnet_id=subnet, ami_id=image, associate_public_ip=False
+        ),
+    )
+    spec = replace(
+        fleet_spec(run_id, moto.endpoint, public_key),
+        regions=fleets,
+        target_ports=TARGET_PORTS,
+        target_cidrs=TARGET_CIDRS,
+    )
+    period_s = 1.0
+    workspace = TerraformWorkspace(tmp_path / "terraform", moto.env, progress_period_s=period_s)
+    workspace.write_config(spec)
+    workspace.init()
+    events: list[tuple[float, str, str, str]] = []
+
+    def progress(region: str, event: str, detail: str) -> None:
+        events.append((time.monotonic(), region, event, detail))
+
     try:
-        run = workspace.apply(lambda *event: events.append(event))
+        recorder(moto, "reset-recording")
+        recorder(moto, "start-recording")
+        try:
+            run = workspace.apply(progress)
+        finally:
+            recorder(moto, "stop-recording")
         assert run.returncode == 0
         assert "Apply complete! Resources: 7 added" in run.summary
+        # "no public address" reaches EC2 with the subnet; in a default subnet the provider sends
+        # nothing and the subnet gives one (why config.py refuses false without a subnet)
+        assert public_ip_requests(recorder(moto, "download-recording")) == {
+            "eu-west-2": {"unset"},
+            "us-east-1": {"false"},
+        }
         for region in REGIONS:
-            assert (region, "apply_complete") in {(e[0], e[1]) for e in events if "aws_instance" in e[2]}
+            assert (region, "apply_complete") in {(e[1], e[2]) for e in events if "aws_instance" in e[3]}
+        # progress: per region, created out of planned, on time whether or not Terraform spoke
+        for region, planned in (("eu-west-2", 4), ("us-east-1", 3)):
+            reports = resource_reports(events, region)
+            assert reports[0][1].startswith(f"0/{planned} created (")
+            assert reports[-1][1].startswith(f"{planned}/{planned} created (")
+            gaps = [b[0] - a[0] for a, b in itertools.pairwise(reports)]
+            assert max(gaps) < period_s + 1.0, gaps
+        terraform_times = [t for t, _, event, _ in events if event != RESOURCES_EVENT]
+        quiet = [
+            t
+            for t, _, event, _ in events
+            if event == RESOURCES_EVENT and t - max(x for x in terraform_times if x <= t) > period_s
+        ]
+        assert quiet, "no report came while Terraform was silent for longer than the period"
+        check_private(workspace.workdir)
 
         inventory = workspace.inventory()
         assert [host.injector_id for host in inventory.hosts] == ["eu-west-2-1", "eu-west-2-2", "us-east-1-1"]
-        for fleet in TWO_REGIONS:
+        for fleet in fleets:
             ec2 = moto.client("ec2", fleet.region)
             found = instances(moto, fleet.region, run_id)
             assert len(found) == fleet.instance_count
@@ -180,7 +302,18 @@ def test_apply_two_regions_then_destroy_leaves_nothing(
                 assert all(tags_of(v).items() >= expected_tags.items() for v in volumes)
             host = next(h for h in inventory.hosts if h.region == fleet.region)
             match = next(i for i in found if i["InstanceId"] == host.instance_id)
-            assert (host.public_ip, host.private_ip) == (match["PublicIpAddress"], match["PrivateIpAddress"])
+            assert host.private_ip == match["PrivateIpAddress"]
+            if fleet.associate_public_ip:
+                assert host.public_ip == match["PublicIpAddress"] and host.address == host.public_ip
+            else:  # private: no public address, and spike connects to the private one
+                assert "PublicIpAddress" not in match and host.public_ip == ""
+                assert host.address == host.private_ip
+                assert match["SubnetId"] == subnet and match["VpcId"] == vpc
+            assert inventory.region(fleet.region).ssh_user == "ec2-user"
+            if fleet.ami_id is not None:
+                assert (
+                    {i["ImageId"] for i in found} == {fleet.ami_id} == {inventory.region(fleet.region).ami_id}
+                )
 
             groups = ec2.describe_security_groups(GroupIds=[inventory.region(fleet.region).security_group_id])
             group = groups["SecurityGroups"][0]
@@ -196,6 +329,7 @@ def test_apply_two_regions_then_destroy_leaves_nothing(
                 for p in group["IpPermissions"]
             ]
             assert ingress == [("tcp", 22, 22, [OPERATOR_CIDR], [])]
+            assert egress_rules(group) == EXPECTED_EGRESS
             # moto lists the groups of a provider-launched instance on its network interface only
             attached = {
                 g["GroupId"]
@@ -212,13 +346,27 @@ def test_apply_two_regions_then_destroy_leaves_nothing(
             assert {i["KeyName"] for i in found} == {keys[0]["KeyName"]}
 
         # Credentials live in the environment of the Terraform process only, never in a file.
-        for written in ("main.tf.json", "terraform.rc", "terraform.tfstate", "terraform-apply.log"):
+        for written in ("main.tf", "terraform.rc", "terraform.tfstate", "terraform-apply.log"):
             text = (workspace.workdir / written).read_text()
             assert moto.env["AWS_SECRET_ACCESS_KEY"] not in text, written
     finally:
-        workspace.destroy()
+        events.clear()
+        workspace.destroy(progress)
     assert leftovers(moto, run_id) == []
     assert len(instances(moto, "eu-west-2", run_id, live_only=False)) in (0, 2)  # terminated or gone
+    assert resource_reports(events, "eu-west-2")[-1][1].startswith("4/4 destroyed (")
+    assert resource_reports(events, "us-east-1")[-1][1].startswith("3/3 destroyed (")
+    check_private(workspace.workdir)
+    us_east.delete_subnet(SubnetId=subnet)
+    us_east.delete_vpc(VpcId=vpc)
+
+
+def check_private(workdir: Path) -> None:
+    """The run's terraform directory is 0700 and everything in it 0600 (state, backups, logs)."""
+    assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
+    files = [p for p in workdir.iterdir() if p.is_file()]
+    assert {p.name for p in files} >= {"terraform.tfstate", "main.tf", "terraform-apply.log"}
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: "0o600" for p in files}
 
 
 def test_failed_apply_in_one_region_names_it_and_destroy_cleans_both(
@@ -292,3 +440,105 @@ def test_interrupted_apply_saves_state_and_destroy_cleans_up(
         thread.join(120)
         workspace.destroy()
     assert leftovers(moto, run_id) == []
+
+
+# -- separate accounts: a role to assume, a profile per region ------------------------------------
+
+LOAD_TEST_ROLE = "arn:aws:iam::111111111111:role/spike-injectors"
+US_ROLE = "arn:aws:iam::222222222222:role/spike-injectors-us"
+
+
+def account_client(moto: MotoServer, region: str, role_arn: str | None) -> Any:
+    """EC2 as the account of `role_arn` sees it (moto keeps one world per account), or the default."""
+    if role_arn is None:
+        return moto.client("ec2", region)
+    import boto3
+
+    credentials = moto.client("sts", "us-east-1").assume_role(RoleArn=role_arn, RoleSessionName="it-check")[
+        "Credentials"
+    ]
+    return boto3.client(
+        "ec2",
+        region_name=region,
+        endpoint_url=moto.endpoint,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+def live_in(ec2: Any, run_id: str) -> list[str]:
+    pages = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:SpikeRunId", "Values": [run_id]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )["Reservations"]
+    return [i["InstanceId"] for page in pages for i in page["Instances"]]
+
+
+def test_the_injectors_live_in_the_account_of_the_assumed_role(
+    tmp_path: Path, moto: MotoServer, public_key: str
+) -> None:
+    run_id = "it-role-1"
+    spec = replace(
+        fleet_spec(run_id, moto.endpoint, public_key),
+        regions=(RegionFleet("eu-west-2", 1, "t3.micro"),),
+        assume_role=AssumeRole(LOAD_TEST_ROLE, external_id="spike-it"),
+    )
+    workspace = TerraformWorkspace(tmp_path / "terraform", moto.env)
+    workspace.write_config(spec)
+    workspace.init()
+    load_test, own = (
+        account_client(moto, "eu-west-2", LOAD_TEST_ROLE),
+        account_client(moto, "eu-west-2", None),
+    )
+    try:
+        workspace.apply()
+        ids = [host.instance_id for host in workspace.inventory().hosts]
+        assert live_in(load_test, run_id) == ids and len(ids) == 1
+        assert live_in(own, run_id) == []  # nothing in the operator's own account
+    finally:
+        workspace.destroy()
+    assert live_in(load_test, run_id) == []
+
+
+def test_a_region_profile_puts_that_region_in_its_account(
+    tmp_path: Path, moto: MotoServer, public_key: str
+) -> None:
+    # The profile assumes a role of its own (as an SSO or role profile of another account would);
+    # eu-west-2 has no profile and stays with the environment's credentials.
+    run_id = "it-profile-1"
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    (aws / "config").write_text(
+        f"[profile loadtest-us]\nrole_arn = {US_ROLE}\nsource_profile = base\nregion = us-east-1\n"
+    )
+    (aws / "credentials").write_text("[base]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    env = {
+        **moto.env,
+        "AWS_CONFIG_FILE": str(aws / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
+        # the SDK assumes a profile's role before the provider's endpoints apply
+        "AWS_ENDPOINT_URL_STS": moto.endpoint,
+    }
+    spec = replace(
+        fleet_spec(run_id, moto.endpoint, public_key),
+        regions=(RegionFleet("eu-west-2", 1, "t3.micro"), RegionFleet("us-east-1", 1, "t3.micro")),
+        region_profiles={"us-east-1": "loadtest-us"},
+    )
+    workspace = TerraformWorkspace(tmp_path / "terraform", env)
+    workspace.write_config(spec)
+    workspace.init()
+    try:
+        workspace.apply()
+        inventory = workspace.inventory()
+        us_ids = [h.instance_id for h in inventory.region("us-east-1").hosts]
+        eu_ids = [h.instance_id for h in inventory.region("eu-west-2").hosts]
+        assert live_in(account_client(moto, "us-east-1", US_ROLE), run_id) == us_ids
+        assert live_in(account_client(moto, "us-east-1", None), run_id) == []
+        assert live_in(account_client(moto, "eu-west-2", None), run_id) == eu_ids
+    finally:
+        workspace.destroy()
+    assert live_in(account_client(moto, "us-east-1", US_ROLE), run_id) == []
+    assert live_in(account_client(moto, "eu-west-2", None), run_id) == []

@@ -14,32 +14,38 @@ finally:
 
 from loadorch.providers.terraform.config import (
     AWS_REGIONS,
+    AssumeRole,
     FleetSpec,
     RegionFleet,
     injector_fleet_module,
     module_name,
     render_root_config,
+    role_session_name,
     root_config,
+    session_name_for,
+    target_ports_for,
     validate_spec,
 )
+from loadorch.providers.terraform.hardening import terraform_env
 from loadorch.providers.terraform.inventory import FleetHost, Inventory, RegionInventory, parse_inventory
 from loadorch.providers.terraform.runner import (
-    ALL_REGIONS,
     TerraformApplyError,
     TerraformRun,
     TerraformWorkspace,
-    UiEvent,
-    UiStream,
 )
+from loadorch.providers.terraform.ui import ALL_REGIONS, RESOURCES_EVENT, ResourceTally, UiEvent, UiStream
 
 __all__ = [
     "ALL_REGIONS",
     "AWS_REGIONS",
+    "RESOURCES_EVENT",
+    "AssumeRole",
     "FleetHost",
     "FleetSpec",
     "Inventory",
     "RegionFleet",
     "RegionInventory",
+    "ResourceTally",
     "TerraformApplyError",
     "TerraformRun",
     "TerraformWorkspace",
@@ -49,6 +55,10 @@ __all__ = [
     "module_name",
     "parse_inventory",
     "render_root_config",
+    "role_session_name",
     "root_config",
+    "session_name_for",
+    "target_ports_for",
+    "terraform_env",
     "validate_spec",
 ]

@@ -2,7 +2,8 @@
 
 The root configuration has one output, `fleets`: region code -> that region's injector-fleet
 module outputs (instance_ids, public_ips, private_ips, public_dns, security_group_id, key_name,
-ami_id), each list in injector order.
+ami_id, ssh_user), each list in injector order. ssh_user is optional: states written before the
+module had it lack it.
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ class FleetHost:
 
 @dataclass(frozen=True)
 class RegionInventory:
-    """What exists in one region: its hosts and the shared resources they use."""
+    """What exists in one region: its hosts, the shared resources they use, the login user."""
 
     region: str
     security_group_id: str
     key_name: str
     ami_id: str
     hosts: tuple[FleetHost, ...]
+    ssh_user: str = ""  # "" where the state predates the module's ssh_user output
 
 
 @dataclass(frozen=True)
@@ -127,4 +129,5 @@ def _region(region: str, fleet: Any, where: str) -> RegionInventory:
         key_name=str(fleet["key_name"]),
         ami_id=str(fleet["ami_id"]),
         hosts=tuple(hosts),
+        ssh_user=str(fleet.get("ssh_user") or ""),
     )

@@ -1,10 +1,17 @@
 """Terraform for one run's fleet: a working directory with its own local state, and the commands in it.
 
-`TerraformWorkspace` writes `main.tf.json` (from `config.root_config`) and a Terraform CLI config
+`TerraformWorkspace` writes `main.tf` (from `config.root_config`) and a Terraform CLI config
 file, then runs `init`, `apply`, `destroy` and `output` as child processes. Apply and destroy
 speak Terraform's machine-readable UI (`-json`): each line is parsed as it arrives and reported to
 a `progress(region, event, detail)` callback, so one terminal line can say which region is doing
-what.
+what; every `progress_period_s` (10 s), even while Terraform prints nothing, a `resources` event
+per region says how many resources are created (destroyed) out of planned, and for how long.
+
+What Terraform gets is kept to what it needs. Its environment is built from an allow-list
+(`terraform_env`): credentials, profile, region and config-file settings of AWS, Terraform's own
+settings, proxies and CA bundles, never spike's tokens. It runs with umask 077, and after every
+command the working directory is made 0700 and every file in it 0600: the state holds the
+fleet's addresses and the public key, and the logs what Terraform said about them.
 
 Interruption is built on Terraform's own: on SIGINT it starts nothing new, cancels the API calls
 in flight, saves its state and exits; a second SIGINT abandons the state. So Terraform runs in
@@ -30,12 +37,11 @@ import contextlib
 import json
 import os
 import queue
-import re
+import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,138 +50,35 @@ from typing import Any
 from loadorch.errors import InfrastructureError, PreflightError, RunInterrupted
 from loadorch.process import Command, spawn
 from loadorch.providers.terraform.config import FleetSpec, render_root_config
+from loadorch.providers.terraform.hardening import (
+    make_private,
+    private_command,
+    terraform_env,
+    write_private,
+)
 from loadorch.providers.terraform.inventory import Inventory, inventory_from_outputs
+from loadorch.providers.terraform.ui import (
+    RESOURCES_EVENT,
+    Diagnostic,
+    ResourceTally,
+    UiEvent,
+    UiStream,
+)
 
 ProgressCallback = Callable[[str, str, str], None]
 """progress(region, event, detail): `region` is a region code or ALL_REGIONS, `event` Terraform's
 message type (apply_start, apply_progress, apply_complete, apply_errored, diagnostic,
-change_summary, ...) or "log" for plain output, `detail` a one-line description."""
+change_summary, ...), "log" for plain output, or RESOURCES_EVENT ("resources") for the periodic
+count ("3/7 created (25 s)", see `ResourceTally.report`); `detail` a one-line description."""
 
-ALL_REGIONS = "*"
-CONFIG_FILE = "main.tf.json"
+CONFIG_FILE = "main.tf"
+LEGACY_CONFIG_FILE = "main.tf.json"  # what spike wrote before main.tf; still destroyed from
 CLI_CONFIG_FILE = "terraform.rc"
 STATE_FILE = "terraform.tfstate"
-# Inherited settings that would change what the built commands do, or make Terraform log request
-# bodies and provider internals (TF_LOG=trace prints far more than anyone should keep).
-_DROPPED_ENV = ("TF_LOG", "TF_LOG_CORE", "TF_LOG_PROVIDER", "TF_LOG_PATH", "TF_WORKSPACE", "TF_DATA_DIR")
-_MODULE = re.compile(r"module\.(fleet_[a-z0-9_]+)")
-_MODULE_DIR = re.compile(r"modules/(fleet_[a-z0-9_]+)/")
+PROGRESS_PERIOD_S = 10.0
 _TAIL_POLL_S = 0.05
 # After a create started or finished, how long nothing must happen before SIGINT is safe.
 _QUIET_S = 0.5
-
-
-def region_of_module(name: str) -> str:
-    """fleet_eu_west_2 -> eu-west-2 (the inverse of `config.module_name`; region codes have no _)."""
-    return name.removeprefix("fleet_").replace("_", "-")
-
-
-def region_of_address(address: str) -> str:
-    """The region of a resource address such as `module.fleet_eu_west_2.aws_instance.injector[0]`."""
-    found = _MODULE.match(address)
-    return region_of_module(found.group(1)) if found else ALL_REGIONS
-
-
-@dataclass(frozen=True)
-class UiEvent:
-    """One progress report: which region, what kind of message, and a one-line detail."""
-
-    region: str
-    event: str
-    detail: str
-    address: str = ""  # the resource, for hook messages (apply_start, apply_complete, ...)
-    action: str = ""  # create, update, delete, read, ... for hook messages
-
-
-@dataclass(frozen=True)
-class Diagnostic:
-    """An error or warning Terraform reported, and the region it belongs to (ALL_REGIONS if none)."""
-
-    severity: str
-    summary: str
-    detail: str
-    region: str
-
-    def render(self) -> str:
-        text = f"{self.summary}: {self.detail}" if self.detail else self.summary
-        return " ".join(text.split())
-
-
-class UiStream:
-    """Reads Terraform's machine-readable UI one line at a time (pure: no I/O, no clock).
-
-    Besides turning each line into a `UiEvent` it keeps what a failure report needs: the error
-    diagnostics, the regions whose resources errored, the last change summary and the last plain
-    (non-JSON) lines, where Terraform writes what it cannot say in JSON.
-    """
-
-    def __init__(self) -> None:
-        self.diagnostics: list[Diagnostic] = []
-        self.errored_regions: set[str] = set()
-        self.summary = ""
-        self.plain_tail: deque[str] = deque(maxlen=20)
-
-    def feed(self, line: str) -> UiEvent | None:
-        line = line.strip()
-        if not line:
-            return None
-        try:
-            message = json.loads(line)
-        except json.JSONDecodeError:
-            message = None
-        if not isinstance(message, dict) or "type" not in message:
-            self.plain_tail.append(line)
-            return UiEvent(ALL_REGIONS, "log", line)
-        kind = str(message["type"])
-        text = " ".join(str(message.get("@message", "")).split())  # some messages span lines
-        if kind == "diagnostic":
-            return self._diagnostic(message.get("diagnostic") or {}, text)
-        region = _region_of_message(message)
-        if kind == "apply_errored":
-            self.errored_regions.add(region)
-        if kind == "change_summary":
-            self.summary = text
-        hook = message.get("hook") or {}
-        address = str((hook.get("resource") or {}).get("addr", ""))
-        return UiEvent(region, kind, _strip_module(text), address, str(hook.get("action", "")))
-
-    def _diagnostic(self, body: Mapping[str, Any], text: str) -> UiEvent:
-        region = ALL_REGIONS
-        if body.get("address"):
-            region = region_of_address(str(body["address"]))
-        if region == ALL_REGIONS:
-            filename = str((body.get("range") or {}).get("filename", ""))
-            found = _MODULE_DIR.search(filename)
-            if found:
-                region = region_of_module(found.group(1))
-        diagnostic = Diagnostic(
-            severity=str(body.get("severity", "error")),
-            summary=str(body.get("summary", text)),
-            detail=str(body.get("detail", "")),
-            region=region,
-        )
-        if diagnostic.severity == "error":
-            self.diagnostics.append(diagnostic)
-        return UiEvent(region, "diagnostic", f"{diagnostic.severity}: {diagnostic.render()}")
-
-    def failed_regions(self) -> list[str]:
-        """Regions named by an error (a resource that errored, or a diagnostic's address)."""
-        named = self.errored_regions | {d.region for d in self.diagnostics}
-        return sorted(r for r in named if r != ALL_REGIONS)
-
-
-def _region_of_message(message: Mapping[str, Any]) -> str:
-    for holder in ("hook", "change"):
-        resource = (message.get(holder) or {}).get("resource") or {}
-        if resource.get("addr"):
-            return region_of_address(str(resource["addr"]))
-    found = _MODULE.search(str(message.get("@message", "")))
-    return region_of_module(found.group(1)) if found else ALL_REGIONS
-
-
-def _strip_module(text: str) -> str:
-    # The region is reported separately; "module.fleet_eu_west_2." would only repeat it.
-    return _MODULE.sub("", text, count=1).lstrip(".")
 
 
 @dataclass(frozen=True)
@@ -231,10 +134,11 @@ def cli_config_text(plugin_mirror: Path | None, plugin_cache_dir: Path | None) -
 class TerraformWorkspace:
     """One run's Terraform working directory: configuration, CLI config, providers and local state.
 
-    `env` is added to this process's environment for every Terraform command; it is where AWS
-    credentials go (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), never into a file. With no
-    `plugin_mirror` the machine's mirror is used if `spike doctor` finds one, else Terraform
-    downloads the provider into `plugin_cache_dir`.
+    `env` is added to what this process's environment holds of `terraform_env`'s allow-list, for
+    every Terraform command; it is where AWS credentials go (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...),
+    never into a file. With no `plugin_mirror` the machine's mirror is used if `spike doctor`
+    finds one, else Terraform downloads the provider into `plugin_cache_dir`. Apply and destroy
+    report resource counts every `progress_period_s`.
     """
 
     def __init__(
@@ -249,6 +153,7 @@ class TerraformWorkspace:
         lock_timeout_s: int = 120,
         settle_s: float = 3.0,
         settle_max_s: float = 30.0,
+        progress_period_s: float = PROGRESS_PERIOD_S,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.env = dict(env)
@@ -259,6 +164,7 @@ class TerraformWorkspace:
         self.lock_timeout_s = lock_timeout_s
         self.settle_s = settle_s
         self.settle_max_s = settle_max_s
+        self.progress_period_s = progress_period_s
         self.runs: list[TerraformRun] = []
         self._lock = threading.Lock()
         self._running: _Running | None = None
@@ -273,8 +179,13 @@ class TerraformWorkspace:
     def state_path(self) -> Path:
         return self.workdir / STATE_FILE
 
+    def has_config(self) -> bool:
+        """A configuration was written here (main.tf, or main.tf.json by an older spike)."""
+        return self.config_path.is_file() or (self.workdir / LEGACY_CONFIG_FILE).is_file()
+
     def write_config(self, spec: FleetSpec) -> Path:
-        """Validate `spec` and write main.tf.json and the CLI config; nothing talks to AWS yet."""
+        """Validate `spec` and write main.tf and the CLI config (0600, in a 0700 directory);
+        nothing talks to AWS yet."""
         text = render_root_config(spec)  # validates first: a bad spec writes nothing
         if not (spec.module_source / "main.tf").is_file():
             raise PreflightError(
@@ -282,16 +193,20 @@ class TerraformWorkspace:
                 where="module_source",
                 fix="run spike from its repository checkout or set SPIKE_TERRAFORM_MODULE",
             )
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(text)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(self.workdir)
+        # Terraform would read both, and find every block declared twice.
+        (self.workdir / LEGACY_CONFIG_FILE).unlink(missing_ok=True)
+        write_private(self.config_path, text)
         self._write_cli_config()
         return self.config_path
 
     def _write_cli_config(self) -> None:
         if self.plugin_cache_dir is not None:
             self.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / CLI_CONFIG_FILE).write_text(
-            cli_config_text(self.plugin_mirror, self.plugin_cache_dir)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(
+            self.workdir / CLI_CONFIG_FILE, cli_config_text(self.plugin_mirror, self.plugin_cache_dir)
         )
 
     # -- commands (values tests can inspect) -------------------------------------------------------
@@ -358,7 +273,7 @@ class TerraformWorkspace:
 
     def destroy(self, progress: ProgressCallback | None = None) -> TerraformRun:
         """`terraform destroy`: remove everything in the state, in every region; safe to repeat."""
-        if not self.config_path.is_file():
+        if not self.has_config():
             return TerraformRun("destroy", 0, 0.0, summary="nothing to destroy: no configuration")
         if not (self.workdir / ".terraform").is_dir():
             self.init()
@@ -465,17 +380,24 @@ class TerraformWorkspace:
     ) -> TerraformRun:
         """Run `command`, its output going to a file in the workdir that a thread follows and parses.
 
-        Progress callbacks run in the calling thread, in the order Terraform wrote the lines.
+        Progress callbacks run in the calling thread, in the order Terraform wrote the lines; for
+        apply and destroy a `resources` report per region follows the plan, every
+        `progress_period_s` while Terraform runs, and once more when it has exited.
         """
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        if shutil.which(command.argv[0]) is None:
+            raise PreflightError(
+                f"terraform {command.argv[0]!r} not found", fix="run `spike doctor` to see what is missing"
+            )
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log_path = keep or self.workdir / f"terraform-{verb}.log"
         with self._lock:
             if self._running is not None:
                 raise InfrastructureError(
                     f"terraform is already running in {self.workdir}", where=str(self.workdir)
                 )
+            write_private(log_path, "")  # spawn appends nothing to it: it truncates, keeping 0600
             process = spawn(
-                command,
+                private_command(command),
                 output=log_path,
                 env=process_env(command),
                 new_session=True,  # Ctrl-C reaches spike, which stops Terraform gently
@@ -484,12 +406,11 @@ class TerraformWorkspace:
             )
             # Terraform's time starts once it exists: starting it is spike's own overhead.
             running = self._running = _Running(process, time.monotonic(), log_path, stream)
+        tally = ResourceTally(verb) if verb in ("apply", "destroy") and progress is not None else None
         try:
             running.start_threads(verb)
             try:
-                while (event := running.events.get()) is not None:
-                    if progress is not None:
-                        progress(event.region, event.event, event.detail)
+                self._follow(running, progress, tally)
             except BaseException:
                 # Ctrl-C, or the callback failed: stop Terraform first, so that its state is saved.
                 self.terminate()
@@ -498,9 +419,39 @@ class TerraformWorkspace:
         finally:
             with self._lock:
                 self._running = None
+            make_private(self.workdir)
             if running.stopped.is_set():
                 self.runs.append(running.result(verb))
         return self.runs[-1]
+
+    def _follow(
+        self, running: _Running, progress: ProgressCallback | None, tally: ResourceTally | None
+    ) -> None:
+        """Hand every event to `progress`; with a tally, report the counts on time in between."""
+        next_report = running.started + self.progress_period_s
+        while True:
+            now = time.monotonic()
+            if tally is not None and now >= next_report:
+                _report(progress, tally, now - running.started)
+                next_report = now + self.progress_period_s
+            try:
+                event = running.events.get(timeout=max(0.0, next_report - now) if tally else None)
+            except queue.Empty:
+                continue
+            if event is None:
+                break
+            if progress is not None:
+                progress(event.region, event.event, event.detail)
+            if tally is not None and tally.feed(event):
+                _report(progress, tally, time.monotonic() - running.started)
+        if tally is not None and tally.planned_known:
+            _report(progress, tally, running.ended - running.started)
+
+
+def _report(progress: ProgressCallback | None, tally: ResourceTally, elapsed_s: float) -> None:
+    if progress is not None:
+        for region, detail in tally.report(elapsed_s):
+            progress(region, RESOURCES_EVENT, detail)
 
 
 class _Running:
@@ -597,8 +548,5 @@ class _Running:
 
 
 def process_env(command: Command) -> dict[str, str]:
-    """The environment Terraform runs with: this process's, minus settings that would change what
-    the built command does or make Terraform log internals, plus the command's own."""
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
-    env.update({k: v for k, v in command.env.items() if not k.startswith("TF_LOG")})
-    return env
+    """The environment `command` runs with: `terraform_env` of this process's and the command's."""
+    return terraform_env(os.environ, command.env)

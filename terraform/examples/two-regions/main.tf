@@ -1,7 +1,7 @@
 # Two regions, one injector-fleet module each, bound to per-region provider aliases.
 #
-# This is the shape spike generates (as main.tf.json) for `--provider aws`; run it by hand to try
-# the module:
+# This is the shape spike generates (as main.tf in the run's terraform/ directory) for
+# `--provider aws`; run it by hand to try the module:
 #
 #   terraform init
 #   terraform apply -var run_id=try-1 -var owner=me@example.com \
@@ -9,7 +9,8 @@
 #     -var "ssh_public_key=$(cat ~/.ssh/id_ed25519.pub)"
 #   terraform destroy   (same -var flags)
 #
-# Add -var endpoint=http://127.0.0.1:5000 to send every call to a moto server instead of AWS.
+# Add -var endpoint=http://127.0.0.1:5000 to send every call to a moto server instead of AWS, and
+# -var role_arn=arn:aws:iam::<account>:role/<name> to create the injectors in another account.
 # Credentials come from the environment (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...), never from here.
 
 terraform {
@@ -54,6 +55,18 @@ variable "instance_type" {
   default     = "t3.micro"
 }
 
+variable "target_ports" {
+  description = "TCP ports of the target under test that the injectors may connect to."
+  type        = list(number)
+  default     = [443]
+}
+
+variable "role_arn" {
+  description = "An IAM role to assume in every region (the load-test account); null uses the credentials as they are."
+  type        = string
+  default     = null
+}
+
 variable "endpoint" {
   description = "An AWS API emulator (moto) that replaces every AWS endpoint; null means AWS itself."
   type        = string
@@ -91,6 +104,14 @@ provider "aws" {
       iam = endpoints.value
     }
   }
+
+  dynamic "assume_role" {
+    for_each = var.role_arn == null ? [] : [var.role_arn]
+    content {
+      role_arn     = assume_role.value
+      session_name = "spike-${var.run_id}"
+    }
+  }
 }
 
 provider "aws" {
@@ -111,6 +132,14 @@ provider "aws" {
       iam = endpoints.value
     }
   }
+
+  dynamic "assume_role" {
+    for_each = var.role_arn == null ? [] : [var.role_arn]
+    content {
+      role_arn     = assume_role.value
+      session_name = "spike-${var.run_id}"
+    }
+  }
 }
 
 module "fleet_eu_west_2" {
@@ -124,6 +153,7 @@ module "fleet_eu_west_2" {
   ttl_minutes    = 120
   operator_cidr  = var.operator_cidr
   ssh_public_key = var.ssh_public_key
+  target_ports   = var.target_ports
   tags           = local.tags["eu-west-2"]
 }
 
@@ -139,6 +169,7 @@ module "fleet_us_east_1" {
   ttl_minutes    = 120
   operator_cidr  = var.operator_cidr
   ssh_public_key = var.ssh_public_key
+  target_ports   = var.target_ports
   tags           = local.tags["us-east-1"]
 }
 

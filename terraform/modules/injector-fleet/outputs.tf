@@ -24,7 +24,7 @@ output "public_dns" {
 }
 
 output "security_group_id" {
-  description = "Id of the injectors' security group (SSH from operator_cidr only)."
+  description = "Id of the injectors' security group (SSH from operator_cidr only; egress to the target and the bootstrap)."
   value       = aws_security_group.injector.id
 }
 
@@ -34,6 +34,11 @@ output "key_name" {
 }
 
 output "ami_id" {
-  description = "The AMI the injectors were started from (resolved from ami_ssm_parameter)."
+  description = "The AMI the injectors were started from (ami_id, or resolved from ami_ssm_parameter)."
   value       = local.ami_id
+}
+
+output "ssh_user" {
+  description = "The login user spike connects as (the ssh_user input)."
+  value       = var.ssh_user
 }

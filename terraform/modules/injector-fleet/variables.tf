@@ -84,13 +84,75 @@ variable "ssh_public_key" {
 }
 
 variable "ami_ssm_parameter" {
-  description = "Public SSM parameter that holds the AMI id of the injectors' image (Amazon Linux 2023 by default; any image with dnf or apt works)."
+  description = "Public SSM parameter that holds the AMI id of the injectors' image (Amazon Linux 2023 by default; any image with dnf or apt works). Not read when ami_id is given."
   type        = string
   default     = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 
   validation {
-    condition     = startswith(var.ami_ssm_parameter, "/")
-    error_message = "ami_ssm_parameter must be an SSM parameter path starting with /, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64."
+    condition     = can(regex("^/[A-Za-z0-9_./-]+$", var.ami_ssm_parameter)) && length(var.ami_ssm_parameter) <= 2048
+    error_message = "ami_ssm_parameter must be an SSM parameter path of letters, digits and _ . - /, starting with /, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64."
+  }
+}
+
+variable "ami_id" {
+  description = "A literal AMI id for the injectors (an image of your own, or one pinned for repeatable runs); null resolves ami_ssm_parameter instead. AMI ids are regional."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ami_id == null || can(regex("^ami-[0-9a-f]{8,17}$", var.ami_id))
+    error_message = "ami_id must be null (use ami_ssm_parameter) or an AMI id such as ami-0123456789abcdef0."
+  }
+}
+
+variable "ssh_user" {
+  description = "The image's login user, the one the key pair logs in as (ec2-user on Amazon Linux, ubuntu on Ubuntu, admin on Debian). user_data gives it injector_workdir; an image without it falls back to those three."
+  type        = string
+  default     = "ec2-user"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh_user))
+    error_message = "ssh_user must be a Linux user name (lowercase letters, digits, _ and -, at most 32), e.g. ec2-user, ubuntu or admin."
+  }
+}
+
+variable "associate_public_ip" {
+  description = "Give each injector a public IPv4 address (spike connects over SSH from the operator's machine). false keeps them private and needs subnet_id: the subnet must then be reachable from the operator (VPN, peering, a bastion) and reach the target and package repositories through a NAT gateway."
+  type        = bool
+  default     = true
+
+  validation {
+    # The provider sends the setting only with a subnet; a default subnet always maps public IPs.
+    condition     = var.associate_public_ip || var.subnet_id != null
+    error_message = "associate_public_ip = false needs subnet_id (and vpc_id): in the default VPC's subnets every instance gets a public address whatever this says."
+  }
+}
+
+variable "target_ports" {
+  description = "TCP ports of the target under test that the injectors may connect to (443 for https, 80 for http, or the base URL's explicit port)."
+  type        = list(number)
+  default     = [443]
+
+  validation {
+    condition     = length(var.target_ports) >= 1 && alltrue([for port in var.target_ports : port >= 1 && port <= 65535 && floor(port) == port])
+    error_message = "target_ports must list at least one TCP port, each a whole number from 1 to 65535, e.g. [443]."
+  }
+}
+
+variable "target_cidrs" {
+  description = "Networks of the target under test (IPv4 or IPv6 CIDRs) that the injectors may reach on target_ports; 0.0.0.0/0 when the target's addresses are not fixed."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.target_cidrs) >= 1 && alltrue([for cidr in var.target_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "target_cidrs must list at least one CIDR, e.g. [\"198.51.100.0/24\"] or [\"0.0.0.0/0\"] for anywhere."
+  }
+
+  validation {
+    # A security group holds 60 rules per direction; the bootstrap's rules need a few of them.
+    condition     = length(distinct(var.target_ports)) * length(distinct(var.target_cidrs)) <= 50
+    error_message = "target_ports x target_cidrs must make at most 50 security group rules: give fewer ports or merge the target's addresses into wider CIDRs."
   }
 }
 
@@ -122,19 +184,25 @@ variable "vpc_id" {
   default     = null
 
   validation {
-    condition     = var.vpc_id == null || can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    condition     = var.vpc_id == null || can(regex("^vpc-[0-9a-f]{8,17}$", var.vpc_id))
     error_message = "vpc_id must be null (the default VPC) or a VPC id such as vpc-0123456789abcdef0."
   }
 }
 
 variable "subnet_id" {
-  description = "Subnet of the injectors (it must give them public addresses); null uses a default subnet of the default VPC."
+  description = "Subnet of the injectors, in vpc_id; null uses a default subnet of the default VPC. Whether injectors get public addresses is associate_public_ip, not the subnet's default."
   type        = string
   default     = null
 
   validation {
-    condition     = var.subnet_id == null || can(regex("^subnet-[0-9a-f]+$", var.subnet_id))
+    condition     = var.subnet_id == null || can(regex("^subnet-[0-9a-f]{8,17}$", var.subnet_id))
     error_message = "subnet_id must be null (a default subnet) or a subnet id such as subnet-0123456789abcdef0."
+  }
+
+  validation {
+    # The security group is made in vpc_id and the instances in subnet_id: they must agree.
+    condition     = (var.vpc_id == null) == (var.subnet_id == null)
+    error_message = "vpc_id and subnet_id go together: give both (the subnet must be in the VPC) or neither (the region's default VPC)."
   }
 }
 
