@@ -9,9 +9,9 @@ INFLUX_PORT ?= 8086
 # roughly halve the suite on a 2-core machine; each test file stays on one worker (--dist loadfile).
 TEST_WORKERS ?= 2
 
-.PHONY: deps system-deps python-deps gatling-deps toxiproxy demo test test-unit test-integration lint bench clean
+.PHONY: deps system-deps python-deps gatling-deps toxiproxy checkov demo test test-unit test-integration lint bench clean
 
-deps: system-deps python-deps gatling-deps toxiproxy
+deps: system-deps python-deps gatling-deps toxiproxy checkov
 
 # Java and Maven come with this kind of machine; install them where they are missing.
 # InfluxDB 1.6.7 (`spike stack`, the v1 tests) and VictoriaMetrics (the v2-write tests) come from
@@ -57,6 +57,18 @@ TOXIPROXY_VERSION ?= v2.12.0
 
 toxiproxy:
 	@scripts/build-toxiproxy.sh $(TOXIPROXY_VERSION) $(CURDIR)/.tools/bin
+
+# checkov (Terraform static analysis, the security-scan test) lives in a virtualenv of its own:
+# it pins boto3 and packaging to old versions that spike itself must not be tested against.
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV := .tools/checkov/bin/checkov
+checkov: $(CHECKOV)
+
+$(CHECKOV):
+	$(PY) -m venv .tools/checkov
+	.tools/checkov/bin/pip install -q --upgrade pip
+	.tools/checkov/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
+
 
 demo: deps
 	PORT=$(PORT) INFLUX_PORT=$(INFLUX_PORT) SPIKE=$(BIN)/spike scripts/demo.sh

@@ -56,7 +56,69 @@ def local_provider() -> Provider:
     return LocalProvider()
 
 
-InstanceTypeOption = Annotated[str, typer.Option(help="aws: the EC2 instance type of every injector.")]
+InstanceTypeOption = Annotated[
+    str,
+    typer.Option(
+        help="aws: the EC2 instance type of the injectors; another per region after it, e.g. "
+        "c6i.large,ap-southeast-1=c7g.large (Graviton types get the arm64 image)."
+    ),
+]
+SubnetOption = Annotated[
+    str | None,
+    typer.Option(
+        help="aws: a subnet per region, e.g. eu-west-2=subnet-0abc,us-east-1=subnet-0def (default: a default subnet)."
+    ),
+]
+VpcOption = Annotated[
+    str | None,
+    typer.Option(help="aws: the VPC of each region's subnet, e.g. eu-west-2=vpc-0abc (with --subnet)."),
+]
+AmiOption = Annotated[
+    str | None, typer.Option(help="aws: an AMI id for every injector (default: Amazon Linux 2023).")
+]
+SshUserOption = Annotated[str, typer.Option(help="aws: the image's login user.")]
+PublicIpOption = Annotated[
+    bool,
+    typer.Option(
+        "--public-ip/--no-public-ip",
+        help="aws: give injectors public addresses (spike SSHes from this machine); --no-public-ip when "
+        "the subnets are reached privately (VPN, peering), which needs --subnet.",
+    ),
+]
+
+
+def parse_region_values(
+    option: str, text: str | None, pattern: str, example: str
+) -> tuple[tuple[str, str], ...]:
+    """`eu-west-2=a,us-east-1=b` -> ((region, value), ...); refusals name the option and the bad item."""
+    import re
+
+    if not text:
+        return ()
+    pairs: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        region, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not region or not re.fullmatch(pattern, value):
+            raise BadInputError(
+                f"{option} item {item!r} is not REGION=VALUE", where=option, fix=f"e.g. {option} {example}"
+            )
+        if region in pairs:
+            raise BadInputError(f"{option} names {region} twice", where=option, fix="give each region once")
+        pairs[region] = value
+    return tuple(pairs.items())
+
+
+def parse_instance_types(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`c6i.large,ap-southeast-1=c7g.large` -> ("c6i.large", (("ap-southeast-1", "c7g.large"),))."""
+    default, _, rest = text.partition(",")
+    if "=" in default:
+        default, rest = "c6i.large", text
+    overrides = parse_region_values(
+        "--instance-type", rest, r"[a-z][a-z0-9-]*\.[a-z0-9]+", "c6i.large,ap-southeast-1=c7g.large"
+    )
+    return default.strip(), overrides
+
+
 SpotOption = Annotated[bool, typer.Option("--spot", help="aws: use spot instances.")]
 TtlOption = Annotated[
     int,
@@ -174,12 +236,24 @@ def aws_settings(
     host_key_timeout: float = 600.0,
     account: AwsAccount | None = None,
     allow_wide_operator_cidr: bool = False,
+    subnet: str | None = None,
+    vpc: str | None = None,
+    ami: str | None = None,
+    ssh_user: str = "ec2-user",
+    public_ip: bool = True,
 ) -> AwsSettings:
     from loadorch.cloud.aws import AwsAccount
     from loadorch.providers.aws import AwsSettings
 
+    default_type, region_types = parse_instance_types(instance_type)
     return AwsSettings(
-        instance_type=instance_type,
+        instance_type=default_type,
+        instance_types=region_types,
+        subnets=parse_region_values("--subnet", subnet, r"subnet-[0-9a-f]+", "eu-west-2=subnet-0abc"),
+        vpcs=parse_region_values("--vpc", vpc, r"vpc-[0-9a-f]+", "eu-west-2=vpc-0abc"),
+        ami_id=ami,
+        ssh_user=ssh_user,
+        public_ip=public_ip,
         use_spot=spot,
         ttl_minutes=ttl,
         operator_cidr=operator_cidr,

@@ -21,6 +21,7 @@ from loadorch.cli.common import (
     parse_regions,
 )
 from loadorch.cli.fleet import (
+    AmiOption,
     AwsEndpointOption,
     AwsExternalIdOption,
     AwsRegionProfileOption,
@@ -31,8 +32,12 @@ from loadorch.cli.fleet import (
     MaxCostOption,
     OperatorCidrOption,
     ProviderOption,
+    PublicIpOption,
     SpotOption,
+    SshUserOption,
+    SubnetOption,
     TtlOption,
+    VpcOption,
     aws_account,
     aws_provider,
     aws_settings,
@@ -74,6 +79,11 @@ def run(
     aws_role_arn: AwsRoleArnOption = None,
     aws_external_id: AwsExternalIdOption = None,
     aws_region_profile: AwsRegionProfileOption = None,
+    subnet: SubnetOption = None,
+    vpc: VpcOption = None,
+    ami: AmiOption = None,
+    ssh_user: SshUserOption = "ec2-user",
+    public_ip: PublicIpOption = True,
     host_key_timeout: HostKeyTimeoutOption = 600.0,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories are written.")] = Path("runs"),
     html_report: Annotated[
@@ -198,6 +208,11 @@ def run(
             host_key_timeout,
             account=aws_account(aws_role_arn, aws_external_id, aws_region_profile),
             allow_wide_operator_cidr=allow_wide_operator_cidr,
+            subnet=subnet,
+            vpc=vpc,
+            ami=ami,
+            ssh_user=ssh_user,
+            public_ip=public_ip,
         )
         chosen = aws_provider(settings, progress=observer.region_progress)
     elif provider == "static":

@@ -117,7 +117,8 @@ class AwsAccount:
 
     def for_run(self, run_id: str) -> AwsAccount:
         """The same account, its session named after the run (`spike-<run id>`, cut to 64)."""
-        return AwsAccount(self.role_arn, self.external_id, f"spike-{run_id}"[:64], self.region_profiles)
+        name = f"spike-{run_id}"[:64].rstrip("-")  # as Terraform's assume_role names it
+        return AwsAccount(self.role_arn, self.external_id, name, self.region_profiles)
 
     def to_dict(self) -> dict[str, Any]:
         """What a run directory records so that recovery acts in the same account.

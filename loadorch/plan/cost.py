@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -217,8 +218,11 @@ def estimate_cost(
     root_gb: int,
     use_spot: bool = False,
     ttl_minutes: float | None = None,
+    region_types: Mapping[str, str] | None = None,
 ) -> CostEstimate:
     """The cost of running `plan`'s injectors as `instance_type`, per region and in total.
+
+    `region_types` names another type for some regions (a Graviton type where it is offered).
 
     `root_gb` is the root volume size actually created per injector. With `use_spot` the estimate
     is at the table's typical spot price, or at on-demand where it has none. With `ttl_minutes`
@@ -243,11 +247,12 @@ def estimate_cost(
                 )
             )
             continue
-        on_demand = prices.instance_price(region.name, instance_type)
+        kind = (region_types or {}).get(region.name, instance_type)
+        on_demand = prices.instance_price(region.name, kind)
         gp3_usd = prices.gp3_price(region.name)
         usd_per_h, market = on_demand, ON_DEMAND
         if use_spot:
-            spot = prices.spot_price(region.name, instance_type)
+            spot = prices.spot_price(region.name, kind)
             usd_per_h, market = (on_demand, SPOT_CEILING) if spot is None else (spot, SPOT)
         instance_hours = count * billed_s / 3600
         cost = RegionCost(

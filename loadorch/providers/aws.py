@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loadorch.cloud.aws import AwsAccount, aws_client, use_account
-from loadorch.cloud.capacity import check_capacity
+from loadorch.cloud.capacity import CapacityReport, check_capacity
 from loadorch.cloud.identity import check_credentials, detect_operator_cidr
 from loadorch.cloud.leftovers import find_run_resources
 from loadorch.cloud.pricing import load_prices
@@ -47,13 +47,22 @@ from loadorch.plan.cost import CostEstimate, check_budget, check_operator_cidr, 
 from loadorch.plan.model import Plan
 from loadorch.providers.base import Artifacts, InjectorSite, TeardownReport
 from loadorch.providers.remote import RemoteHost, SshFleetProvider
-from loadorch.providers.terraform.config import FleetSpec, RegionFleet, injector_fleet_module, validate_spec
+from loadorch.providers.terraform.config import (
+    DEFAULT_AMI_SSM_PARAMETER,
+    AssumeRole,
+    FleetSpec,
+    RegionFleet,
+    injector_fleet_module,
+    target_ports_for,
+    validate_spec,
+)
 from loadorch.providers.terraform.inventory import Inventory
 from loadorch.providers.terraform.runner import TerraformWorkspace
 from loadorch.transport.hostkeys import generate_client_key, parse_console_fingerprints
 from loadorch.transport.ssh import SshHost
 
 Progress = Callable[[str, str, str], None]  # region, event, detail
+ARM64_AMI_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,15 @@ class AwsSettings:
     host_key_timeout_s: float = 600.0  # how long to wait for an instance's console to show its host keys
     ssh_boot_wait_s: float = 300.0  # how long a host may still refuse SSH after its keys are known
     account: AwsAccount = field(default_factory=AwsAccount)  # a role to assume, profiles per region
+    # what a real account needs, per region where it differs: (region, value) pairs
+    instance_types: tuple[tuple[str, str], ...] = ()  # beside instance_type, which is the default
+    subnets: tuple[tuple[str, str], ...] = ()  # subnet-... per region (None: a default subnet)
+    vpcs: tuple[tuple[str, str], ...] = ()  # vpc-... per region, with its subnet
+    ami_id: str | None = None  # a literal image in every region (None: the SSM parameter's)
+    public_ip: bool = True  # False: the subnets are reached privately (VPN, peering, a bastion)
+
+    def type_in(self, region: str) -> str:
+        return dict(self.instance_types).get(region, self.instance_type)
 
 
 class AwsProvider(SshFleetProvider):
@@ -100,8 +118,9 @@ class AwsProvider(SshFleetProvider):
         self.estimate: CostEstimate | None = None
         self.timings: dict[str, float] = {}
         self._clean = True  # False once destroy failed or something tagged with the run remains
+        self._destroyed = False  # True once destroy succeeded and the leftovers check found nothing
         self.caller_arn: str | None = None  # who AWS says we are, after `preflight`
-        self.capacity: dict[str, object] | None = None  # the capacity preflight's figures
+        self.capacity_report: CapacityReport | None = None  # the capacity preflight's figures
 
     # -- before any AWS call -------------------------------------------------------------------
 
@@ -119,20 +138,47 @@ class AwsProvider(SshFleetProvider):
 
     def fleet_spec(self, plan: Plan, public_key: str, cidr: str) -> FleetSpec:
         expires = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=self.settings.ttl_minutes)
+        settings, account = self.settings, self.settings.account.for_run(plan.run_id)
+        subnets, vpcs = dict(settings.subnets), dict(settings.vpcs)
         return FleetSpec(
             run_id=plan.run_id,
-            owner=self.settings.owner,
+            owner=settings.owner,
             expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            ttl_minutes=self.settings.ttl_minutes,
+            ttl_minutes=settings.ttl_minutes,
             regions=tuple(
-                RegionFleet(r.name, len(r.injectors), self.settings.instance_type, self.settings.use_spot)
+                RegionFleet(
+                    r.name,
+                    len(r.injectors),
+                    settings.type_in(r.name),
+                    settings.use_spot,
+                    vpc_id=vpcs.get(r.name),
+                    subnet_id=subnets.get(r.name),
+                    ami_id=settings.ami_id,
+                    ami_ssm_parameter=self._image_parameter(r.name),
+                    associate_public_ip=settings.public_ip,
+                    ssh_user=settings.ssh_user,
+                )
                 for r in plan.regions
             ),
             operator_cidr=cidr,
             ssh_public_key=public_key,
             module_source=injector_fleet_module(),
-            endpoint=self.settings.endpoint,
+            endpoint=settings.endpoint,
+            root_volume_size_gb=settings.root_gb,
+            target_ports=target_ports_for(plan.base_url),
+            assume_role=AssumeRole(account.role_arn, account.external_id, account.session_name)
+            if account.role_arn
+            else None,
+            region_profiles=dict(account.region_profiles),
         )
+
+    def _image_parameter(self, region: str) -> str:
+        """Amazon Linux 2023 for the instance type's architecture (arm64 for Graviton types)."""
+        report = self.capacity_report
+        for found in report.regions if report is not None else ():
+            if found.region == region and found.architectures and "x86_64" not in found.architectures:
+                return ARM64_AMI_SSM_PARAMETER
+        return DEFAULT_AMI_SSM_PARAMETER
 
     def preflight(self) -> None:
         """Cheap checks before anything is built or written: credentials, operator CIDR.
@@ -159,6 +205,7 @@ class AwsProvider(SshFleetProvider):
             root_gb=self.settings.root_gb,
             use_spot=self.settings.use_spot,
             ttl_minutes=self.settings.ttl_minutes,
+            region_types=dict(self.settings.instance_types),
         )
         check_budget(estimate, self.settings.max_cost_usd)
         return estimate
@@ -169,11 +216,11 @@ class AwsProvider(SshFleetProvider):
         the warnings (a quota that could not be checked)."""
         report = check_capacity(
             {r.name: len(r.injectors) for r in plan.regions},
-            self.settings.instance_type,
+            {r.name: self.settings.type_in(r.name) for r in plan.regions},
             spot=self.settings.use_spot,
             endpoint=self.settings.endpoint,
         )
-        self.capacity = report.to_dict()
+        self.capacity_report = report
         return report.warnings
 
     # -- provisioning --------------------------------------------------------------------------
@@ -187,7 +234,9 @@ class AwsProvider(SshFleetProvider):
         key_file = run_dir / "ssh" / "id_ed25519"
         public_key = generate_client_key(key_file)
         spec = self.fleet_spec(plan, public_key, cidr)
-        self.workspace = TerraformWorkspace(run_dir / "terraform", env={}, terraform=self.terraform)
+        # a profile's own role is assumed by the SDK before the provider's endpoints apply
+        sts = {"AWS_ENDPOINT_URL_STS": self.settings.endpoint} if self.settings.endpoint else {}
+        self.workspace = TerraformWorkspace(run_dir / "terraform", env=sts, terraform=self.terraform)
         self.workspace.write_config(spec)  # from here on, teardown destroys
         started = time.monotonic()
         self.workspace.init()
@@ -201,7 +250,7 @@ class AwsProvider(SshFleetProvider):
                 ssh=SshHost(
                     name=host.injector_id,
                     address=host.address,
-                    user=self.settings.ssh_user,
+                    user=inventory.region(host.region).ssh_user or self.settings.ssh_user,
                     key_path=key_file,
                     host_key_fingerprints=pinned[host.injector_id],
                 ),
@@ -352,6 +401,7 @@ class AwsProvider(SshFleetProvider):
                 + f"; remove them with `spike reap --run {self.run_id} --yes`"
             )
         else:
+            self._destroyed = self._clean  # destroy itself succeeded too
             self._teardown_notes.append(
                 f"terraform destroyed the fleet; nothing tagged SpikeRunId={self.run_id} remains in "
                 f"{', '.join(self.regions)}"
@@ -363,9 +413,15 @@ class AwsProvider(SshFleetProvider):
         details["terraform"] = dict(self.timings)
         if self.estimate is not None:
             details["cost_estimate"] = self.estimate.to_dict()
-        if self.capacity is not None:
-            details["capacity"] = self.capacity
-        return TeardownReport(report.summary, clean=report.clean and self._clean, details=details)
+        if self.capacity_report is not None:
+            details["capacity"] = self.capacity_report.to_dict()
+        summary, clean = report.summary, report.clean and self._clean
+        if not report.clean and self._clean and self._destroyed:
+            # a host that could not be checked (lost, unreachable) is terminated now: every instance
+            # of the run is gone (destroy, then nothing tagged left), and its processes with it
+            summary += "; those hosts' instances are terminated, so nothing of the run runs there any more"
+            clean = True
+        return TeardownReport(summary, clean=clean, details=details)
 
 
 def _console_text(output: str) -> str:

@@ -164,6 +164,7 @@ class SshFleetProvider:
     extra_lead_s = 0.5  # the go file travels to every host over SSH
     parallel_launch = True  # one round trip per host: done for all hosts at once
     boot_wait_s = 0.0  # how long hosts may still refuse SSH (instances booting)
+    checks_target_from_injectors = True  # what this machine cannot reach, the injectors may
 
     def __init__(
         self,
@@ -298,6 +299,37 @@ class SshFleetProvider:
             )
 
         return say
+
+    def check_target(self, base_url: str) -> str:
+        """One GET of `base_url` from every host (any HTTP answer counts); InjectorError naming
+        each host that cannot reach it, with the reason it gave (DNS, refused, time-out)."""
+        probe = (
+            "import sys,urllib.request,urllib.error\n"
+            "try:\n"
+            "    urllib.request.urlopen(urllib.request.Request(sys.argv[1],headers={'User-Agent':'spike-preflight'}),"
+            "timeout=5)\n"
+            "except urllib.error.HTTPError:\n"
+            "    pass\n"
+            "except Exception as e:\n"
+            "    print(f'{type(e).__name__}: {e}'); sys.exit(1)\n"
+        )
+        commands = {
+            name: f"{shlex.quote(state.host.python)} -c {shlex.quote(probe)} {shlex.quote(base_url + '/')}"
+            for name, state in self.states.items()
+        }
+        results = self._fleet().run(commands, timeout_s=30, check=False)
+        failed = {
+            name: (r.stdout.strip() or r.stderr.strip())[-200:] for name, r in results.items() if r.exit_code
+        }
+        if failed:
+            raise InjectorError(
+                f"the target {base_url} is unreachable from {len(failed)} of {len(results)} injector(s): "
+                + "; ".join(f"{name}: {why}" for name, why in sorted(failed.items())),
+                where=", ".join(sorted(failed)),
+                fix="check the injectors' network path to the target (DNS, security groups, the target's "
+                "firewall, allow-lists) and that it is up",
+            )
+        return f"the target {base_url} answers every injector ({len(results)})"
 
     def clock_check(self) -> ClockCheck:
         samples = self._fleet().clock_offsets()

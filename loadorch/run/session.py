@@ -147,7 +147,15 @@ class RunSession:
             if criterion.health_url is not None:  # probed once a second: only where load may go too
                 check_target_allowed(criterion.health_url, self.profile.target.allow_hosts)
         require_java(self.settings.java)
-        check_target_reachable(self.base_url)
+        try:
+            check_target_reachable(self.base_url)
+        except SpikeError as exc:
+            if not getattr(self.provider, "checks_target_from_injectors", False):
+                raise
+            # remote injectors may reach what this machine cannot (a private network, region DNS)
+            self.observer.phase(
+                "preflight", f"{exc.message} from this machine; every injector checks it after the deploy"
+            )
         provider_preflight = getattr(self.provider, "preflight", None)
         if provider_preflight is not None:
             provider_preflight()
@@ -252,6 +260,9 @@ class RunSession:
         self.sites = self.provider.deploy(self.plan, artifacts, self.run_layout.root)
         self._record("deployed")
         self.observer.phase("deploy", f"simulation {self.compiled.key} and the agent are on every injector")
+        check_target = getattr(self.provider, "check_target", None)
+        if check_target is not None:  # from where the load comes: before a second of it is planned
+            self.observer.phase("preflight", check_target(self.base_url))
         self.clock = self.provider.clock_check()
         self._check_clock(self.clock)
 
