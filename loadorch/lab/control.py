@@ -259,6 +259,9 @@ def lab_up(settings: LabSettings, *, timeout_s: float = 60.0, tie_to_caller: boo
     signal fires when the starting *thread* ends). `spike lab up` leaves it running on its own.
     """
     _require_root()
+    from loadorch.lab.daemon import check_prerequisites
+
+    check_prerequisites()  # here too: say what is missing before a detached daemon would
     paths = LabPaths(settings.state_dir)
     running = paths.daemon_pid()
     if running is not None and paths.read_info() is not None:
@@ -317,6 +320,7 @@ def lab_down(state_dir: Path | None = None, *, timeout_s: float = 60.0) -> list[
                 _wait_gone(pid, 5)
                 done.append(f"the lab daemon (pid {pid}) did not stop; killed")
         done.append(f"stopped the lab daemon (pid {pid})")
+    done += _stop_leftover_toxiproxy(paths)
     if not _machine_lock_free():
         raise PreflightError(
             f"another lab is running on this machine ({MACHINE_LOCK.read_text().strip()}); "
@@ -329,6 +333,21 @@ def lab_down(state_dir: Path | None = None, *, timeout_s: float = 60.0) -> list[
         shutil.rmtree(paths.root, ignore_errors=True)
         done.append(f"removed {paths.root}")
     return done or ["no lab was running and nothing was left"]
+
+
+def _stop_leftover_toxiproxy(paths: LabPaths) -> list[str]:
+    """The latency proxy dies with its daemon (PDEATHSIG); should it not have, it goes here."""
+    try:
+        pid = int((paths.latency / "toxiproxy.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return []
+    if b"toxiproxy" not in cmdline:
+        return []
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid, 5)
+    return [f"stopped a leftover toxiproxy-server (pid {pid})"]
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
@@ -361,7 +380,7 @@ class MachineTurn:
     fault test) still holds its turn until it has swept, so nobody else's lab starts in between.
     """
 
-    def __init__(self, wait_s: float = 900.0) -> None:
+    def __init__(self, wait_s: float = 3600.0) -> None:
         self.wait_s = wait_s
         self._fd: int | None = None
 
@@ -406,7 +425,7 @@ class Lab:
         self,
         settings: LabSettings,
         *,
-        wait_for_machine_s: float = 900.0,
+        wait_for_machine_s: float = 3600.0,
         timeout_s: float = 60.0,
         tie_to_caller: bool = True,
     ) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib.util
 import json
 import os
 import shutil
@@ -56,6 +57,11 @@ def check_prerequisites() -> None:
         raise PreflightError(
             "the lab needs root: it creates network namespaces, a bridge and mounts",
             fix="run `spike lab up` as root (e.g. `sudo .venv/bin/spike lab up`)",
+        )
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("werkzeug") is None:
+        raise PreflightError(
+            "the lab runs moto's server, which is not installed in this Python",
+            fix="pip install 'moto[server]>=5,<6' (spike's dev extra has it: `make python-deps`)",
         )
     missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None and not os.access(p, os.X_OK)]
     if missing:

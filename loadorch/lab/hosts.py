@@ -93,7 +93,8 @@ class Host:
             "region": self.region,
             "address": self.address,
             "netns": self.netns,
-            "state": self.state,
+            # the console shows the keys as soon as the guest wrote them: so does the state
+            "state": "running" if self.state == "booting" and status.get("keys_printed") else self.state,
             "host_keys_on_console": bool(status.get("keys_printed")) or self.keys_at is not None,
             "sshd": bool(status.get("sshd")) and self.state in ("booting", "running"),
             "user_data_exit": status.get("user_data_exit"),

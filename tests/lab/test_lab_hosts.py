@@ -126,6 +126,7 @@ def test_run_instances_boots_a_host_that_spike_can_pin_and_reach(
             pins,
             "id -un; hostname; cat /opt/spike/bootstrap-done; stat -c %U /opt/spike; "
             "cat /var/log/spike-bootstrap.log; java -version 2>&1 | head -n 1; python3 -c 'print(6*7)'; "
+            "tar --version | head -n 1; gzip --version | head -n 1; "
             "getent hosts target.spike-lab.test; cat /proc/sys/net/ipv4/ip_local_port_range",
         )
         lines = out.splitlines()
@@ -139,6 +140,7 @@ def test_run_instances_boots_a_host_that_spike_can_pin_and_reach(
         assert "net.ipv4.tcp_tw_reuse = 1: applied in this host's network namespace" in out
         assert "power-off scheduled for" in out
         assert "openjdk version" in out and "42" in lines
+        assert "(GNU tar)" in out and "gzip 1." in out
         assert (
             "198.18.1.1      target.spike-lab.test" in out
             or "198.18.1.1 target.spike-lab.test" in " ".join(out.split())
@@ -313,3 +315,19 @@ def test_console_is_empty_until_the_host_has_booted(lab: Lab, client_key: tuple[
         assert lab.client.host(instance_id).state == "running"  # type: ignore[union-attr]
     finally:
         terminate(lab, "eu-west-2", [instance_id])
+
+
+def test_an_unknown_region_gets_the_next_number(lab: Lab, client_key: tuple[Path, str]) -> None:
+    # the lab was started with eu-west-2 and us-east-1: ap-south-1 becomes region 3 on first use
+    [instance] = launch(lab, "ap-south-1", client_key, user_data=None, key_name="k-t9")
+    try:
+        assert instance["PublicIpAddress"].startswith("198.18.3.")
+        regions = {r.name: r for r in lab.client.info().regions}
+        assert (regions["ap-south-1"].number, regions["ap-south-1"].edge) == (3, "198.18.3.1")
+        pins = wait_for_keys(lab, "ap-south-1", instance["InstanceId"])
+        hosts_line = ssh(
+            instance["PublicIpAddress"], client_key[0], pins, "getent hosts target.spike-lab.test"
+        )
+        assert hosts_line.split()[0] == "198.18.3.1"
+    finally:
+        terminate(lab, "ap-south-1", [instance["InstanceId"]])
