@@ -29,6 +29,7 @@ import botocore.exceptions
 import botocore.parsers
 import botocore.session
 
+from loadorch.cloud.names import EXTERNAL_ID, ROLE_ARN, SESSION_NAME
 from loadorch.errors import BadInputError, InfrastructureError, SpikeError
 
 # Where account-wide questions (which regions exist) are asked when boto3 has no region configured.
@@ -63,9 +64,6 @@ _CREDENTIALS_FIX = (
 )
 
 
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-_SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
-_EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 ROLE_SESSION_SECONDS = 3600  # refreshed before it ends: runs longer than an hour keep working
 
 
@@ -84,18 +82,18 @@ class AwsAccount:
     region_profiles: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.role_arn is not None and not _ROLE_ARN.match(self.role_arn):
+        if self.role_arn is not None and not ROLE_ARN.match(self.role_arn):
             raise BadInputError(
                 f"--aws-role-arn {self.role_arn!r} is not an IAM role ARN",
                 fix="give the role's ARN, e.g. arn:aws:iam::123456789012:role/spike-load-test",
             )
-        if self.external_id is not None and not _EXTERNAL_ID.match(self.external_id):
+        if self.external_id is not None and not EXTERNAL_ID.match(self.external_id):
             raise BadInputError(
                 "the external id must be 2 to 1224 letters, digits or + = , . @ : / - _",
                 where="--aws-external-id",
                 fix="give the external id the role's trust policy requires",
             )
-        if not _SESSION_NAME.match(self.session_name):
+        if not SESSION_NAME.match(self.session_name):
             raise BadInputError(
                 f"role session name {self.session_name!r} must be 2 to 64 letters, digits or + = , . @ - _",
                 fix="shorten it",

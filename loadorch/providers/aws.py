@@ -31,7 +31,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,6 +119,7 @@ class AwsProvider(SshFleetProvider):
         self.timings: dict[str, float] = {}
         self._clean = True  # False once destroy failed or something tagged with the run remains
         self._destroyed = False  # True once destroy succeeded and the leftovers check found nothing
+        self._reattach = False  # recovery: the hosts come from an existing state, nothing is applied
         self.caller_arn: str | None = None  # who AWS says we are, after `preflight`
         self.capacity_report: CapacityReport | None = None  # the capacity preflight's figures
 
@@ -225,7 +226,19 @@ class AwsProvider(SshFleetProvider):
 
     # -- provisioning --------------------------------------------------------------------------
 
+    def recover_results(
+        self, plan: Plan, run_dir: Path, log_names: Sequence[str] = ("console.log", "agent.log")
+    ) -> list[str]:
+        """After spike died: the hosts from the run's Terraform state (nothing is applied), their
+        keys pinned from the console again, then as any SSH host (stop, fetch results)."""
+        self._reattach = True
+        return super().recover_results(plan, run_dir, log_names)
+
     def _hosts(self, plan: Plan, run_dir: Path) -> dict[str, RemoteHost]:
+        if self._reattach:
+            workspace = TerraformWorkspace(run_dir / "terraform", env={}, terraform=self.terraform)
+            inventory = workspace.inventory()
+            return self._remote_hosts(plan, inventory, run_dir / "ssh" / "id_ed25519")
         cidr = self.operator_cidr()
         self.estimate = self.check_plan(plan, cidr)
         self.run_id = plan.run_id
@@ -242,7 +255,9 @@ class AwsProvider(SshFleetProvider):
         self.workspace.init()
         self.workspace.apply(progress=self.progress)
         self.timings["apply_s"] = round(time.monotonic() - started, 3)
-        inventory = self.workspace.inventory()
+        return self._remote_hosts(plan, self.workspace.inventory(), key_file)
+
+    def _remote_hosts(self, plan: Plan, inventory: Inventory, key_file: Path) -> dict[str, RemoteHost]:
         pinned = self._pin_host_keys(inventory)
         hosts = {}
         for host in inventory.hosts:
@@ -261,7 +276,7 @@ class AwsProvider(SshFleetProvider):
         if missing:
             raise InfrastructureError(
                 f"terraform created no instance for {', '.join(missing)}",
-                where=str(self.workspace.workdir),
+                where=str(run_dir_of(key_file)),
                 fix="see terraform's output in the run directory",
             )
         return hosts
@@ -422,6 +437,11 @@ class AwsProvider(SshFleetProvider):
             summary += "; those hosts' instances are terminated, so nothing of the run runs there any more"
             clean = True
         return TeardownReport(summary, clean=clean, details=details)
+
+
+def run_dir_of(key_file: Path) -> Path:
+    """The run directory of the run's SSH key (`<run>/ssh/id_ed25519`)."""
+    return key_file.parent.parent
 
 
 def _console_text(output: str) -> str:

@@ -7,6 +7,8 @@ Pure file work in spike's build cache (`<cache>/bundles/<kind>-<digest>.tar`); n
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,10 +39,15 @@ def write_tar(cache_dir: Path, kind: str, key: str, entries: list[tuple[str, Pat
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    # jars are compressed already: a plain tar is as small and much faster to make and unpack
-    with tarfile.open(tmp, "w") as archive:
-        for name, file in entries:
-            archive.add(file, arcname=name, recursive=False)
-    tmp.replace(path)
+    # a name of its own: runs started at once (one build cache) may write the same bundle together;
+    # each renames a complete tar over the other's, which holds the same content
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        # jars are compressed already: a plain tar is as small and much faster to make and unpack
+        with tarfile.open(tmp, "w") as archive:
+            for name, file in entries:
+                archive.add(file, arcname=name, recursive=False)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -130,6 +130,25 @@ def _terraform_destroy(layout: RunLayout) -> Teardown:
     return Teardown("terraform destroyed the fleet from the run's state", clean=True)
 
 
+def _recover_aws_results(plan: Plan, layout: RunLayout, endpoint: str | None) -> str:
+    """Reach the run's EC2 hosts again from its Terraform state (host keys pinned from the console
+    again): stop what is left, fetch every injector's results. Says what it did."""
+    from loadorch.paths import build_cache_dir
+    from loadorch.providers.aws import AwsProvider, AwsSettings
+
+    provider = AwsProvider(
+        AwsSettings(endpoint=endpoint, host_key_timeout_s=60.0, ssh_boot_wait_s=30.0),
+        cache_dir=build_cache_dir(),
+    )
+    try:
+        notes = provider.recover_results(plan, layout.root)
+    except Exception as exc:  # the state unreadable, the endpoint gone: the destroy still goes on
+        return f"the hosts' results could not be fetched ({type(exc).__name__}: {exc})"
+    if notes:
+        return "results not fetched from every host: " + "; ".join(notes)
+    return f"every host answered: what was left was stopped, results fetched from {len(plan.injectors)} injector(s)"
+
+
 def _recover_static(plan: Plan, layout: RunLayout, inventory: Path) -> Teardown:
     """Reach the run's SSH hosts again: stop what is left, fetch every injector's results."""
     from loadorch.paths import build_cache_dir
@@ -189,7 +208,14 @@ def _recover(layout: RunLayout, history_db: Path | None) -> Recovered:
 
     # the run's own account (its role, its profiles), whatever this process acts in otherwise
     with account_scope(AwsAccount.from_dict(planned.get("aws_account")).for_run(layout.run_id)):
+        fetched = None
+        if go is not None and regions and layout.plan.is_file():
+            # the EC2 hosts still hold every injector's results: bring them home before destroying
+            plan_now = Plan.from_dict(json.loads(layout.plan.read_text()))
+            fetched = _recover_aws_results(plan_now, layout, str(endpoint) if endpoint else None)
         teardown = destroy_fleet(layout, regions, str(endpoint) if endpoint else None)
+        if fetched is not None:
+            teardown = Teardown(f"{fetched}; {teardown.summary}", teardown.clean, dict(teardown.details))
     judged = _judged_summary(layout)
     if judged is not None:
         # spike died after its verdict was on disk (writing the HTML report, recording history):

@@ -65,11 +65,17 @@ class World:
         return env
 
     def profile(
-        self, name: str, *, rate_per_s: float, duration_s: int, injectors_per_region: int = 1
+        self,
+        name: str,
+        *,
+        rate_per_s: float,
+        duration_s: int,
+        injectors_per_region: int = 1,
+        regions: tuple[str, ...] = REGIONS,
     ) -> Path:
         """A constant-rate profile aimed at the lab's target name, allowed by name."""
         info = self.lab.info
-        regions = "".join(f"  - {{name: {r}}}\n" for r in REGIONS)
+        listed = "".join(f"  - {{name: {r}}}\n" for r in regions)
         path = self.root / f"{name}.yaml"
         path.write_text(
             f"""\
@@ -86,14 +92,19 @@ scenario:
   requests:
     - {{name: read_feed, path: "/feed?page=1", weight: 1}}
 regions:
-{regions}injector:
-  max_rate_per_s: {rate_per_s / len(REGIONS) / injectors_per_region + 0.01:.2f}
+{listed}injector:
+  max_rate_per_s: {rate_per_s / len(regions) / injectors_per_region + 0.01:.2f}
 """
         )
         return path
 
     def spike(
-        self, profile: Path, runs: Path, *extra: str, env: dict[str, str] | None = None
+        self,
+        profile: Path,
+        runs: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        regions: tuple[str, ...] = REGIONS,
     ) -> subprocess.Popen[str]:
         argv = [
             sys.executable, "-m", "loadorch", "run",
@@ -103,7 +114,7 @@ regions:
             "--aws-endpoint", self.lab.endpoint,
             "--operator-cidr", self.lab.info.operator_cidr,
             "--instance-type", "t3.micro",
-            "--regions", ",".join(REGIONS),
+            "--regions", ",".join(regions),
             "--ttl", "30",
             "--host-key-timeout", "120",
             "--no-history",
@@ -162,13 +173,13 @@ def summary_of(runs: Path) -> dict[str, Any]:
     return json.loads((run_dir(runs) / "summary.json").read_text())
 
 
-def assert_nothing_left(world: World, run_id: str) -> None:
+def assert_nothing_left(world: World, run_id: str, regions: tuple[str, ...] = REGIONS) -> None:
     """0 resources tagged with the run in moto, 0 lab hosts still alive."""
     env = world.lab.env
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        left = find_run_resources(run_id, REGIONS, world.lab.endpoint)
+        left = find_run_resources(run_id, regions, world.lab.endpoint)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -176,8 +187,9 @@ def assert_nothing_left(world: World, run_id: str) -> None:
             else:
                 os.environ[key] = value
     assert left == [], left
-    # the module's runs go one after the other: once a run has ended, no lab host may be left
-    alive = [h for h in world.lab.client.hosts() if h.state not in ("terminated", "lost")]
+    alive = [
+        h for h in world.lab.client.hosts() if h.region in regions and h.state not in ("terminated", "lost")
+    ]
     assert alive == [], alive
 
 
@@ -245,46 +257,93 @@ def test_a_three_region_run_completes_with_each_regions_latency(world: World) ->
     )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "sighup"])
-def test_a_signal_mid_load_stops_collects_and_destroys(world: World, signum: signal.Signals) -> None:
-    name = f"lab-{signum.name.lower()}"
-    runs = world.root / f"runs-{name}"
-    process = world.spike(world.profile(name, rate_per_s=6, duration_s=120), runs)
-    directory = wait_for_load(world, runs, process, name)
-    wait_for(lambda: world_requests(directory) >= 20, timeout_s=120, what="load arriving", interval_s=0.5)
-    os.killpg(process.pid, signum)  # what the terminal sends to the whole foreground group
-    code = finish(process)
-    summary = summary_of(runs)
-    assert (code, summary["verdict"]) == (130, "interrupted"), output(process, runs, name)[-4000:]
-    assert summary["state"] == "finished"
-    assert summary["requests"]["total"] > 0  # what the injectors had sent was collected
-    assert summary["teardown"]["clean"] is True, summary["teardown"]
-    assert_nothing_left(world, summary["run_id"])
+@dataclass
+class Case:
+    """One spike run of the fault test and what is done to it mid-load."""
+
+    name: str
+    regions: tuple[str, ...]
+    duration_s: int
+    runs: Path
+    process: subprocess.Popen[str]
+
+    def summary(self) -> dict[str, Any]:
+        return summary_of(self.runs)
+
+    def log(self) -> str:
+        return (self.runs.parent / f"{self.name}-spike.log").read_text(errors="replace")[-4000:]
 
 
-def test_sigkill_of_spike_then_recovery_on_ec2_hosts(world: World) -> None:
-    name = "lab-sigkill"
-    runs = world.root / f"runs-{name}"
-    lease_s = 6.0
-    process = world.spike(
-        world.profile(name, rate_per_s=6, duration_s=300),
-        runs,
-        env=world.env(SPIKE_LEASE_EXPIRES_S=f"{lease_s:g}"),
+LEASE_S = 6.0
+
+
+def test_faults_on_ec2_hosts_each_end_in_a_truthful_verdict_and_nothing_left(world: World) -> None:
+    """Five runs at once in one lab, each hit by one fault mid-load; regions chosen so that a
+    fault aimed at one region (lost hosts, a failing apply) touches only its own run.
+
+    - Ctrl-C (eu-west-2) and SIGHUP (us-east-1): interrupted, exit 130, partial results kept;
+    - SIGKILL of spike (eu-west-2): the dead-man lease stops Gatling on the EC2 host, then
+      `spike runs recover` destroys the fleet and records the run as aborted with its results;
+    - every host of ca-central-1 lost (eu-west-2 + ca-central-1): degraded, naming the injector;
+    - RunInstances refused in ap-southeast-1 (us-east-1 + ap-southeast-1): aborted before any
+      load, both regions destroyed.
+    """
+    plan = {
+        "ctrl-c": (("eu-west-2",), 240),
+        "sighup": (("us-east-1",), 240),
+        "sigkill": (("eu-west-2",), 300),
+        "lost": (("eu-west-2", "ca-central-1"), 40),
+        "apply-fails": (("us-east-1", "ap-southeast-1"), 20),
+    }
+    client = world.lab.client
+    client.fail_apply(
+        "ap-southeast-1",
+        "You are not authorized to perform this operation (lab says no)",
+        code="UnauthorizedOperation",
     )
-    directory = wait_for_load(world, runs, process, name)
-    wait_for(lambda: world_requests(directory) >= 20, timeout_s=120, what="load arriving", interval_s=0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    killed_at = time.monotonic()
-    # the dead-man switch: on every EC2 host, the run's Gatling stops once the lease is not renewed
-    served_before = world_requests(directory)
-    wait_for(
-        lambda: not gatling_on_lab_hosts(directory.name), timeout_s=lease_s + 60, what="injectors stopped"
-    )
+    cases: dict[str, Case] = {}
+    try:
+        for name, (regions, duration_s) in plan.items():
+            runs = world.root / f"runs-{name}"
+            profile = world.profile(name, rate_per_s=4 * len(regions), duration_s=duration_s, regions=regions)
+            env = world.env(SPIKE_LEASE_EXPIRES_S=f"{LEASE_S:g}")
+            cases[name] = Case(
+                name, regions, duration_s, runs, world.spike(profile, runs, env=env, regions=regions)
+            )
+        # each fault once its run's load arrives (they all go on meanwhile)
+        directories = {}
+        for name in ("ctrl-c", "sighup", "sigkill", "lost"):
+            case = cases[name]
+            directories[name] = wait_for_load(world, case.runs, case.process, name)
+            wait_for(
+                lambda d=directories[name]: world_requests(d) >= 12,
+                timeout_s=180,
+                what=f"{name}: load",
+                interval_s=0.5,
+            )
+            if name == "ctrl-c":
+                os.killpg(case.process.pid, signal.SIGINT)  # what the terminal sends to the foreground group
+            elif name == "sighup":
+                os.killpg(case.process.pid, signal.SIGHUP)
+            elif name == "sigkill":
+                os.killpg(case.process.pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+                served_before = world_requests(directories[name])
+            else:
+                assert client.lose_hosts("ca-central-1")
+        codes = {name: finish(case.process) for name, case in cases.items()}
+    finally:
+        client.clear_fail_apply("ap-southeast-1")
+        for case in cases.values():
+            if case.process.poll() is None:
+                os.killpg(case.process.pid, signal.SIGKILL)
+
+    # SIGKILL: the dead-man switch stopped Gatling on the host, then recovery finishes the run
+    sigkill_run = directories["sigkill"].name
+    wait_for(lambda: not gatling_on_lab_hosts(sigkill_run), timeout_s=LEASE_S + 60, what="injector stopped")
     stopped_after_s = time.monotonic() - killed_at
-    # then recovery: the fleet is destroyed from the run's own state and the run recorded
     recovered = subprocess.run(
-        [sys.executable, "-m", "loadorch", "runs", "recover", "--runs-dir", str(runs)],
+        [sys.executable, "-m", "loadorch", "runs", "recover", "--runs-dir", str(cases["sigkill"].runs)],
         cwd=REPO,
         env=world.env(),
         capture_output=True,
@@ -292,71 +351,47 @@ def test_sigkill_of_spike_then_recovery_on_ec2_hosts(world: World) -> None:
         timeout=RUN_TIMEOUT_S,
     )
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
-    summary = summary_of(runs)
-    assert summary["verdict"] == "aborted" and summary["state"] == "finished", summary["reasons"]
+
+    for name in ("ctrl-c", "sighup"):
+        summary = cases[name].summary()
+        assert (codes[name], summary["verdict"]) == (130, "interrupted"), cases[name].log()
+        assert summary["state"] == "finished" and summary["requests"]["total"] > 0
+        assert summary["teardown"]["clean"] is True, summary["teardown"]
+
+    summary = cases["sigkill"].summary()
+    assert codes["sigkill"] == -signal.SIGKILL
+    assert (summary["verdict"], summary["state"]) == ("aborted", "finished"), summary["reasons"]
+    assert "died during" in summary["reasons"][0], summary["reasons"]
     assert summary["teardown"]["clean"] is True, summary["teardown"]
-    assert summary["requests"]["total"] >= served_before  # the hosts' results were fetched back
-    assert_nothing_left(world, summary["run_id"])
-    print(f"\ninjectors stopped {stopped_after_s:.1f} s after SIGKILL (lease {lease_s:g} s)")
+    # the host's results were fetched back from the EC2 host: more than the mirror held when spike died
+    assert summary["requests"]["total"] >= served_before, summary["teardown"]
+    assert "results fetched from 1 injector(s)" in summary["teardown"]["summary"], summary["teardown"]
 
+    summary = cases["lost"].summary()
+    assert (codes["lost"], summary["verdict"]) == (3, "degraded"), (summary["reasons"], cases["lost"].log())
+    assert "ca-central-1-1" in " ".join(summary["reasons"]), summary["reasons"]
+    states = {i["id"]: i["state"] for i in summary["injectors"]}
+    assert states == {"eu-west-2-1": "completed", "ca-central-1-1": "failed"}, states
+    assert summary["teardown"]["clean"] is True, summary["teardown"]  # its instance is terminated now
 
-def test_a_regions_hosts_lost_mid_run_degrade_the_run_naming_them(world: World) -> None:
-    name = "lab-lost"
-    runs = world.root / f"runs-{name}"
-    process = world.spike(
-        world.profile(name, rate_per_s=6, duration_s=40), runs, env=world.env(SPIKE_LEASE_EXPIRES_S="6")
-    )
-    directory = wait_for_load(world, runs, process, name)
-    wait_for(lambda: world_requests(directory) >= 20, timeout_s=120, what="load arriving", interval_s=0.5)
-    lost = world.lab.client.lose_hosts("us-east-1")
-    assert lost
-    code = finish(process)
-    summary = summary_of(runs)
-    text = output(process, runs, name)
-    assert summary["verdict"] in ("degraded", "invalid"), (
-        summary["verdict"],
-        summary["reasons"],
-        text[-3000:],
-    )
-    assert code == 3
-    reasons = " ".join(summary["reasons"])
-    assert "us-east-1-1" in reasons, reasons
-    by_id = {i["id"]: i["state"] for i in summary["injectors"]}
-    assert by_id["eu-west-2-1"] == by_id["ap-southeast-1-1"] == "completed", by_id
-    assert by_id["us-east-1-1"] != "completed", by_id
-    assert_nothing_left(world, summary["run_id"])
-
-
-def test_an_apply_failure_in_one_region_destroys_every_region(world: World) -> None:
-    name = "lab-apply-fails"
-    runs = world.root / f"runs-{name}"
-    # an SCP that denies RunInstances in one region: an error Terraform does not retry
-    world.lab.client.fail_apply(
-        "ap-southeast-1",
-        "You are not authorized to perform this operation (lab says no)",
-        code="UnauthorizedOperation",
-    )
-    try:
-        process = world.spike(world.profile(name, rate_per_s=6, duration_s=20), runs)
-        code = finish(process)
-    finally:
-        world.lab.client.clear_fail_apply("ap-southeast-1")
-    summary = summary_of(runs)
-    text = output(process, runs, name)
-    assert code == 3, text[-3000:]
-    assert summary["verdict"] == "aborted", summary["reasons"]
+    summary = cases["apply-fails"].summary()
+    assert (codes["apply-fails"], summary["verdict"]) == (3, "aborted"), cases["apply-fails"].log()
     reasons = " ".join(summary["reasons"])
     assert "ap-southeast-1" in reasons and "lab says no" in reasons, reasons
     assert "requests" not in summary  # nothing was measured, and nothing is claimed
     assert summary["teardown"]["clean"] is True, summary["teardown"]
-    assert_nothing_left(world, summary["run_id"])
+
+    for case in cases.values():
+        assert_nothing_left(world, case.summary()["run_id"], case.regions)
+    print(f"\ninjector stopped {stopped_after_s:.1f} s after spike's SIGKILL (lease {LEASE_S:g} s)")
 
 
 def world_requests(directory: Path) -> int:
     """Requests the injectors' mirrored simulation.logs hold so far."""
     total = 0
     for log in directory.glob("injectors/*/results/*/simulation.log"):
-        total += sum(1 for line in log.read_text(errors="replace").splitlines() if line.startswith("REQUEST"))
+        lines = log.read_text(errors="replace").split("\n")[:-1]  # a last line still being written is not one
+        total += sum(1 for line in lines if line.startswith("REQUEST"))
     return total
 
 

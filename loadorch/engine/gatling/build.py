@@ -116,8 +116,14 @@ def compile_simulation(source: str, cache_dir: Path, project: Path | None = None
                 fix="run `spike doctor`; if Maven cannot download Gatling, check access to Maven Central",
             )
         (work / "ok").write_text(key)
-        shutil.rmtree(final, ignore_errors=True)
-        work.rename(final)
+        try:
+            work.rename(final)
+        except OSError:  # another run compiled the same key meanwhile: keep what it finished
+            found = cached_simulation(source, cache_dir, project)
+            if found is not None:
+                return found
+            shutil.rmtree(final, ignore_errors=True)  # a broken leftover of a killed build
+            work.rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return CompiledSimulation(key, final)

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from loadorch.cloud.names import EXTERNAL_ID, ROLE_ARN, SESSION_NAME
 from loadorch.cloud.tags import run_tags
 from loadorch.errors import BadInputError
 from loadorch.providers.terraform.hcl import Block, Ref, Value, render
@@ -94,9 +95,6 @@ _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 _SSM_PARAMETER = re.compile(r"^/[A-Za-z0-9_.\-/]{1,2047}$")
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # IAM: arn:aws:iam::<account>:role/<optional path/>name; role names are [\w+=,.@-]{1,64}.
-_ROLE_ARN = re.compile(r"^arn:aws:iam::\d{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
-_SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
-_EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 _PROFILE = re.compile(r"^[\w+=,.@:/-]{1,128}$")
 
 
@@ -431,20 +429,20 @@ def _validate_egress(spec: FleetSpec) -> None:
 def _validate_accounts(spec: FleetSpec, regions: set[str]) -> None:
     role = spec.assume_role
     if role is not None:
-        if not _ROLE_ARN.match(role.role_arn):
+        if not ROLE_ARN.match(role.role_arn):
             raise BadInputError(
                 f"role ARN {role.role_arn!r} is not an IAM role ARN",
                 where="assume_role.role_arn",
                 fix="give arn:aws:iam::<12-digit account id>:role/<name>, e.g. arn:aws:iam::123456789012:role/spike-injectors",
             )
-        if role.external_id is not None and not _EXTERNAL_ID.match(role.external_id):
+        if role.external_id is not None and not EXTERNAL_ID.match(role.external_id):
             raise BadInputError(
                 "the role's external id is not valid",
                 where="assume_role.external_id",
                 fix="give 2 to 1224 letters, digits or + = , . @ : / - (what the role's trust policy expects)",
             )
         name = role_session_name(spec) or ""
-        if not _SESSION_NAME.match(name):
+        if not SESSION_NAME.match(name):
             raise BadInputError(
                 f"role session name {name!r} is not valid",
                 where="assume_role.session_name",
