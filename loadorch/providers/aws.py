@@ -120,6 +120,7 @@ class AwsProvider(SshFleetProvider):
         self._clean = True  # False once destroy failed or something tagged with the run remains
         self._destroyed = False  # True once destroy succeeded and the leftovers check found nothing
         self._reattach = False  # recovery: the hosts come from an existing state, nothing is applied
+        self.key_file: Path | None = None  # the run's private SSH key, removed once destroy is verified
         self.caller_arn: str | None = None  # who AWS says we are, after `preflight`
         self.capacity_report: CapacityReport | None = None  # the capacity preflight's figures
 
@@ -245,6 +246,7 @@ class AwsProvider(SshFleetProvider):
         self.regions = tuple(r.name for r in plan.regions)
         use_account(self.settings.account.for_run(plan.run_id))  # the role session names the run
         key_file = run_dir / "ssh" / "id_ed25519"
+        self.key_file = key_file
         public_key = generate_client_key(key_file)
         spec = self.fleet_spec(plan, public_key, cidr)
         # a profile's own role is assumed by the SDK before the provider's endpoints apply
@@ -398,6 +400,10 @@ class AwsProvider(SshFleetProvider):
                 self._teardown_notes.append(f"terraform destroy failed: {error}")
                 self._clean = False
             self._check_leftovers()
+            if self._destroyed and self.key_file is not None:
+                forgotten = forget_run_key(self.key_file)
+                if forgotten:
+                    self._teardown_notes.append(forgotten)
 
     def _check_leftovers(self) -> None:
         if self.run_id is None:
@@ -437,6 +443,14 @@ class AwsProvider(SshFleetProvider):
             summary += "; those hosts' instances are terminated, so nothing of the run runs there any more"
             clean = True
         return TeardownReport(summary, clean=clean, details=details)
+
+
+def forget_run_key(key_file: Path) -> str:
+    """Remove the run's private SSH key (and its public half): every host it opened is gone."""
+    removed = [p for p in (key_file, key_file.with_name(key_file.name + ".pub")) if p.is_file()]
+    for path in removed:
+        path.unlink()
+    return "the run's SSH key is removed (every instance it opened is terminated)" if removed else ""
 
 
 def run_dir_of(key_file: Path) -> Path:

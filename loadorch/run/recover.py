@@ -104,8 +104,13 @@ def destroy_fleet(layout: RunLayout, regions: Sequence[str] = (), endpoint: str 
             f"{done.summary}; still tagged with the run: {names}; run `spike reap --run {layout.run_id} --yes`",
             False,
         )
+    from loadorch.providers.aws import forget_run_key
+
+    forgotten = forget_run_key(layout.root / "ssh" / "id_ed25519")
     return Teardown(
-        f"{done.summary}; nothing tagged SpikeRunId={layout.run_id} remains in {', '.join(regions)}", True
+        f"{done.summary}; nothing tagged SpikeRunId={layout.run_id} remains in {', '.join(regions)}"
+        + (f"; {forgotten}" if forgotten else ""),
+        True,
     )
 
 

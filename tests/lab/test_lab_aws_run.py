@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -240,6 +241,10 @@ def test_a_three_region_run_completes_with_each_regions_latency(world: World) ->
     terraform = summary["teardown"]["terraform"]
     assert terraform["apply_s"] > 0 and terraform["destroy_s"] > 0 and terraform["host_keys_s"] >= 0
     assert summary["teardown"]["clean"] is True, summary["teardown"]
+    # the run's private key goes once every instance it opened is verified gone; state stays private
+    directory = run_dir(runs)
+    assert not (directory / "ssh" / "id_ed25519").exists(), summary["teardown"]["summary"]
+    assert (directory / "terraform" / "terraform.tfstate").stat().st_mode & 0o077 == 0
     # live points per region reached InfluxDB while the run went on, with the region's latency
     live = rows(
         world.influx,
@@ -327,8 +332,8 @@ def test_faults_on_ec2_hosts_each_end_in_a_truthful_verdict_and_nothing_left(wor
                 os.killpg(case.process.pid, signal.SIGHUP)
             elif name == "sigkill":
                 os.killpg(case.process.pid, signal.SIGKILL)
-                killed_at = time.monotonic()
                 served_before = world_requests(directories[name])
+                stopped = watch_until_gone(directories[name].name, timeout_s=LEASE_S + 60)
             else:
                 assert client.lose_hosts("ca-central-1")
         codes = {name: finish(case.process) for name, case in cases.items()}
@@ -339,9 +344,11 @@ def test_faults_on_ec2_hosts_each_end_in_a_truthful_verdict_and_nothing_left(wor
                 os.killpg(case.process.pid, signal.SIGKILL)
 
     # SIGKILL: the dead-man switch stopped Gatling on the host, then recovery finishes the run
-    sigkill_run = directories["sigkill"].name
-    wait_for(lambda: not gatling_on_lab_hosts(sigkill_run), timeout_s=LEASE_S + 60, what="injector stopped")
-    stopped_after_s = time.monotonic() - killed_at
+    stopped.join()
+    stopped_after_s = stopped.seconds
+    assert stopped_after_s is not None, (
+        f"Gatling of the killed run still ran {LEASE_S + 60:.0f} s after SIGKILL"
+    )
     recovered = subprocess.run(
         [sys.executable, "-m", "loadorch", "runs", "recover", "--runs-dir", str(cases["sigkill"].runs)],
         cwd=REPO,
@@ -366,6 +373,7 @@ def test_faults_on_ec2_hosts_each_end_in_a_truthful_verdict_and_nothing_left(wor
     # the host's results were fetched back from the EC2 host: more than the mirror held when spike died
     assert summary["requests"]["total"] >= served_before, summary["teardown"]
     assert "results fetched from 1 injector(s)" in summary["teardown"]["summary"], summary["teardown"]
+    assert not (directories["sigkill"] / "ssh" / "id_ed25519").exists(), summary["teardown"]
 
     summary = cases["lost"].summary()
     assert (codes["lost"], summary["verdict"]) == (3, "degraded"), (summary["reasons"], cases["lost"].log())
@@ -393,6 +401,24 @@ def world_requests(directory: Path) -> int:
         lines = log.read_text(errors="replace").split("\n")[:-1]  # a last line still being written is not one
         total += sum(1 for line in lines if line.startswith("REQUEST"))
     return total
+
+
+class watch_until_gone(threading.Thread):
+    """From now on, when the run's last Java process on the lab hosts ended (`seconds`, or None)."""
+
+    def __init__(self, run_id: str, timeout_s: float) -> None:
+        super().__init__(daemon=True)
+        self.run_id, self.timeout_s = run_id, timeout_s
+        self.seconds: float | None = None
+        self.start()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < self.timeout_s:
+            if not gatling_on_lab_hosts(self.run_id):
+                self.seconds = time.monotonic() - started
+                return
+            time.sleep(0.2)
 
 
 def gatling_on_lab_hosts(run_id: str) -> list[int]:
