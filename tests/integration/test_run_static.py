@@ -213,7 +213,7 @@ def test_an_impostor_host_key_is_refused_and_nothing_runs(
     )
     assert result.exit_code != 0
     assert "us-east-1-1" in result.output and impostor.address in result.output
-    assert "impostor" in result.output.lower() or "mismatch" in result.output.lower()
+    assert "host key mismatch" in result.output and "possible impostor" in result.output
     # nothing was deployed or started anywhere
     assert not any((base / "runs").exists() for base in fleet.base_dirs)
     assert java_processes(str(tmp_path)) == []
