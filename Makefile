@@ -73,8 +73,16 @@ $(CHECKOV):
 demo: deps
 	PORT=$(PORT) INFLUX_PORT=$(INFLUX_PORT) SPIKE=$(BIN)/spike scripts/demo.sh
 
+# The lab tier (tests/lab: one lab per machine, its modules take turns) mostly waits on Terraform,
+# moto and booting hosts: it runs as a session of its own beside the other tiers' workers, and
+# its output follows theirs. CPU hogs (SPIKE_TEST_CPU_HOGS) come from the main session only.
+LAB_LOG := .tools/lab-tests.log
 test: deps lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
+	@mkdir -p .tools
+	@SPIKE_TEST_CPU_HOGS=0 $(BIN)/pytest tests/lab -s -p no:cacheprovider --durations=10 >$(LAB_LOG) 2>&1 & lab=$$!; \
+	  $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 --ignore=tests/lab; rest=$$?; \
+	  wait $$lab; labrc=$$?; echo "--- the lab tier (tests/lab) ---"; cat $(LAB_LOG); \
+	  echo "tiers: exit $$rest, lab tier: exit $$labrc"; [ $$rest -eq 0 ] && [ $$labrc -eq 0 ]
 
 test-unit: python-deps
 	$(BIN)/pytest tests/unit
