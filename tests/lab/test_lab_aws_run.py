@@ -44,6 +44,11 @@ if find_toxiproxy() is None:
 REGIONS = ("eu-west-2", "us-east-1", "ap-southeast-1")
 LATENCY_MS = {"eu-west-2": 5.0, "us-east-1": 40.0, "ap-southeast-1": 120.0}
 RUN_TIMEOUT_S = 900
+# A quiet lead-in before the storm: a remote Gatling on a busy 2-core machine starts injecting up to
+# 3.5 s after the shared start (issue 11's cold start), which the stall gate rightly calls invalid;
+# below one planned user per injector-second the gate does not judge, the storm after it does.
+LEAD_IN_S = 6
+LEAD_IN_SHARE = 0.1
 
 
 @dataclass
@@ -88,6 +93,7 @@ baseline_rate_per_s: {rate_per_s}
 shape:
   kind: steps
   steps:
+    - {{duration_s: {LEAD_IN_S}, rate_per_s: {rate_per_s * LEAD_IN_SHARE:g}}}
     - {{duration_s: {duration_s}, rate_per_s: {rate_per_s}}}
 scenario:
   requests:
@@ -225,7 +231,7 @@ def test_a_three_region_run_completes_with_each_regions_latency(world: World) ->
     assert summary["verdict"] == "passed", summary["reasons"]
     assert [i["id"] for i in summary["injectors"]] == [f"{r}-{n}" for r in REGIONS for n in (1, 2)]
     assert all(i["state"] == "completed" for i in summary["injectors"])
-    planned = 12 * 20
+    planned = 12 * 20 + 12 * LEAD_IN_SHARE * LEAD_IN_S
     assert abs(summary["requests"]["total"] - planned) / planned <= 0.05, summary["requests"]
     assert summary["requests"]["ko"] == 0
     # the merged report shows each region's latency: at least what the lab adds, in that order
