@@ -175,7 +175,7 @@ class RunSession:
         )
 
     def make_plan(self) -> None:
-        """The run id exists from here: the run directory, its journal and its lock."""
+        """The plan and what can refuse it (provider, cloud, disk): exit 2, with nothing written yet."""
         self.plan_value = plan_run(
             self.profile,
             PlanOptions(
@@ -207,6 +207,13 @@ class RunSession:
         )
         # refused here, before anything is written: the run directory's disk and spike's state dir
         check_disk(self.disk_need, self.settings.runs_dir.resolve(), state_dir())
+
+    def open_run(self) -> None:
+        """The run directory, its lock, its journal, the plan and the profile: written whole, or not at all.
+
+        A signal meanwhile is held back until all of it is on disk, then handled like any other
+        interrupt, so a run whose journal exists always ends with a summary.
+        """
         layout = RunLayout.of(self.settings.runs_dir, self.plan.run_id)
         layout.root.mkdir(parents=True, exist_ok=False)
         self.layout = layout
@@ -305,6 +312,7 @@ class RunSession:
                 },
                 classpath=site.classpath,
                 start_at_ms=go_deadline_ms + self.offsets[injector.id],  # no go by then: end without load
+                jvm_options=settings.jvm_options,
             )
             return self.provider.launch(injector, command, layout.injector(injector.id))
 
@@ -460,8 +468,11 @@ class RunSession:
         with self.interrupts.installed():
             self.preflight()
             self.make_plan()
+            with self.interrupts.deferred():
+                self.open_run()
             try:
                 try:
+                    self.interrupts.raise_deferred()
                     self.build()
                     self.provision()
                     self.deploy()

@@ -22,6 +22,8 @@ class Interrupts:
     def __init__(self) -> None:
         self.received: list[str] = []
         self.shielded = False
+        self.deferring = False
+        self.pending = False
 
     @property
     def forced(self) -> bool:
@@ -30,7 +32,25 @@ class Interrupts:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signal.Signals(signum).name)
-        if not self.shielded:
+        if self.deferring:
+            self.pending = True
+        elif not self.shielded:
+            self.shielded = True
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A signal inside waits for `raise_deferred`: what the block writes is written whole."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+
+    def raise_deferred(self) -> None:
+        """The interrupt a deferred block held back, raised now (where it is handled)."""
+        if self.pending and not self.shielded:
+            self.pending = False
             self.shielded = True
             raise KeyboardInterrupt
 
