@@ -59,11 +59,13 @@ def test_commands_are_values_with_automation_settings(tmp_path: Path) -> None:
     assert workspace.init_command().argv == ("terraform", "init", "-input=false", "-no-color")
     apply = workspace.apply_command()
     assert apply.argv[:5] == ("terraform", "apply", "-auto-approve", "-input=false", "-json")
-    assert workspace.destroy_command().argv[:5] == (
+    # destroy skips the refresh walk (what is gone already is deleted without complaint)
+    assert workspace.destroy_command().argv[:6] == (
         "terraform",
         "destroy",
         "-auto-approve",
         "-input=false",
+        "-refresh=false",
         "-json",
     )
     assert workspace.output_command().argv == ("terraform", "output", "-json", "-no-color")
@@ -73,6 +75,16 @@ def test_commands_are_values_with_automation_settings(tmp_path: Path) -> None:
     assert apply.env["CHECKPOINT_DISABLE"] == "1"
     assert apply.env["TF_CLI_CONFIG_FILE"] == str(tmp_path.resolve() / "terraform.rc")
     assert apply.env["AWS_PROFILE"] == "ops"  # credentials travel in the environment only
+
+
+def test_terraform_collects_garbage_less_often_unless_gogc_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOGC", raising=False)
+    workspace = TerraformWorkspace(Path("/w"), {}, plugin_mirror=Path("/opt/tf-plugins"))
+    assert process_env(workspace.apply_command())["GOGC"] == "400"
+    monkeypatch.setenv("GOGC", "150")
+    monkeypatch.setenv("GOMEMLIMIT", "2GiB")
+    env = process_env(workspace.destroy_command())
+    assert (env["GOGC"], env["GOMEMLIMIT"]) == ("150", "2GiB")
 
 
 def test_terraform_never_inherits_logging(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,6 +76,10 @@ LEGACY_CONFIG_FILE = "main.tf.json"  # what spike wrote before main.tf; still de
 CLI_CONFIG_FILE = "terraform.rc"
 STATE_FILE = "terraform.tfstate"
 PROGRESS_PERIOD_S = 10.0
+# Go's GC target for Terraform and the AWS provider unless the environment sets GOGC: 400 cuts
+# the CPU of every command by about a third (`terraform validate`: 12.1 -> 8.1 s user, 450 ->
+# 710 MB), the price being memory this kind of machine has
+TERRAFORM_GOGC = "400"
 _TAIL_POLL_S = 0.05
 # After a create started or finished, how long nothing must happen before SIGINT is safe.
 _QUIET_S = 0.5
@@ -222,6 +226,9 @@ class TerraformWorkspace:
                 "TF_IN_AUTOMATION": "1",
                 "TF_INPUT": "0",
                 "CHECKPOINT_DISABLE": "1",  # no version check calls to HashiCorp
+                # Terraform and its providers (which inherit it) spend a third of their CPU
+                # collecting garbage while they load the AWS provider's schema, every command
+                "GOGC": os.environ.get("GOGC", TERRAFORM_GOGC),
             },
         )
 
@@ -239,10 +246,13 @@ class TerraformWorkspace:
         )
 
     def destroy_command(self) -> Command:
+        # No refresh first (a whole walk of provider start-ups): what is gone already is
+        # deleted without complaint, and the leftover check after destroy verifies the account.
         return self._command(
             "destroy",
             "-auto-approve",
             "-input=false",
+            "-refresh=false",
             "-json",
             f"-parallelism={self.parallelism}",
             f"-lock-timeout={self.lock_timeout_s}s",
