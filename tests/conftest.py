@@ -3,6 +3,9 @@
 - `tests/fakes/` (stand-ins for what cannot run here, e.g. Grafana) is importable.
 - Terminal width is fixed, so tables render the same under any terminal or CI log
   (rich reads COLUMNS when its consoles are created at import).
+- Gatling's JVMs compile with C1 only (`SPIKE_JVM_OPTIONS`, unless set): the suite's runs last
+  seconds, and C2 compiling the same hot code in every one of them cost a third of the suite's CPU.
+  `bench/` measures the default JIT.
 """
 
 import multiprocessing
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 
 os.environ["COLUMNS"] = "120"
+os.environ.setdefault("SPIKE_JVM_OPTIONS", "-XX:TieredStopAtLevel=1")
 sys.path.insert(0, str(Path(__file__).parent / "fakes"))
 
 # Runs started through the CLI record themselves in the run history: never in the user's own.

@@ -114,7 +114,9 @@ def start_report(post: PostRun, result: RunResult) -> RunResult:
     if result.report.state != "building" or post.compiled is None:
         return result
     settings, layout = post.settings, post.layout
-    command = reports_only_command(post.compiled.classpath(), layout.root, "report", java=settings.java)
+    command = reports_only_command(
+        post.compiled.classpath(), layout.root, "report", java=settings.java, jvm_options=settings.jvm_options
+    )
     background = settings.html_report == "background"
     try:
         post.report_proc = spawn(

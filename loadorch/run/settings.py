@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from loadorch.dashboards.grafana import GrafanaKey
+from loadorch.engine.gatling.command import JVM_OPTIONS_ENV, parse_jvm_options
 from loadorch.plan.planner import DEFAULT_MAX_INJECTORS
 from loadorch.profiles.model import StopCriterion
 
@@ -37,6 +39,12 @@ class RunSettings:
     schedule: str | None = None  # the schedule that started this run, recorded with it
     stop_when: tuple[StopCriterion, ...] = ()  # --abort-when, beside the profile's own stop_when
     max_injectors: int = DEFAULT_MAX_INJECTORS  # --max-injectors: the largest plan this run may make
+    # extra options of every Gatling JVM, from $SPIKE_JVM_OPTIONS (tuning only: see parse_jvm_options)
+    jvm_options: tuple[str, ...] = field(default_factory=lambda: jvm_options_from_env(os.environ))
+
+
+def jvm_options_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    return parse_jvm_options(environ.get(JVM_OPTIONS_ENV, ""))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 from pathlib import Path
 
+import pytest
+
 from loadorch.engine.gatling.build import CompiledSimulation, cache_key, gatling_project, maven_command
-from loadorch.engine.gatling.command import injector_command, reports_only_command
+from loadorch.engine.gatling.command import injector_command, parse_jvm_options, reports_only_command
+from loadorch.errors import BadInputError
 from loadorch.plan.planner import PlanOptions, plan_run
 from loadorch.profiles.loader import load_profile
+from loadorch.run.settings import jvm_options_from_env
 
 
 def compiled(tmp_path: Path) -> CompiledSimulation:
@@ -59,3 +63,57 @@ def test_maven_command_and_cache_key(tmp_path: Path) -> None:
     project = gatling_project()
     assert cache_key("a", project) == cache_key("a", project)
     assert cache_key("a", project) != cache_key("b", project)
+
+
+def test_extra_jvm_options_come_before_the_classpath_in_both_commands(tmp_path: Path) -> None:
+    plan = plan_run(load_profile("smoke").profile, PlanOptions(now_ms=1_000_000))
+    options = ("-XX:TieredStopAtLevel=1", "-Xss512k")
+    injector = list(
+        injector_command(
+            compiled(tmp_path), plan, plan.injectors[0], results_dir="r", feeders={}, jvm_options=options
+        ).argv
+    )
+    report = list(reports_only_command("cp", tmp_path, "report", jvm_options=options).argv)
+    for argv in (injector, report):
+        at = argv.index("-XX:TieredStopAtLevel=1")
+        assert argv[at : at + 2] == list(options)
+        assert at < argv.index("-cp") < argv.index("io.gatling.app.Gatling")
+    assert (
+        "-XX:TieredStopAtLevel=1"
+        not in injector_command(compiled(tmp_path), plan, plan.injectors[0], results_dir="r", feeders={}).argv
+    )
+
+
+def test_jvm_options_are_split_as_a_shell_would_and_spikes_own_are_refused() -> None:
+    assert parse_jvm_options("") == ()
+    assert parse_jvm_options(" -XX:TieredStopAtLevel=1  '-XX:OnError=echo a b' ") == (
+        "-XX:TieredStopAtLevel=1",
+        "-XX:OnError=echo a b",
+    )
+    for bad, says in [
+        ("-Xmx4g", "JVM option '-Xmx4g' is spike's to set"),
+        ("-Dspike.curve=x", "JVM option '-Dspike.curve=x' is spike's to set"),
+        ("-cp /tmp", "JVM option '-cp' is spike's to set"),
+        ("-XX:+UseZGC oops", "'oops' is not a JVM option"),
+        ("'-XX:+UseZGC", "cannot split the JVM options"),
+    ]:
+        with pytest.raises(BadInputError) as caught:
+            parse_jvm_options(bad)
+        assert caught.value.where == "SPIKE_JVM_OPTIONS"
+        assert says in caught.value.message, caught.value.message
+
+
+def test_a_bad_spike_jvm_options_is_refused_when_the_settings_are_made(tmp_path: Path) -> None:
+    assert jvm_options_from_env({"SPIKE_JVM_OPTIONS": "-XX:TieredStopAtLevel=1"}) == (
+        "-XX:TieredStopAtLevel=1",
+    )
+    assert jvm_options_from_env({}) == ()
+    with pytest.raises(BadInputError):
+        jvm_options_from_env({"SPIKE_JVM_OPTIONS": "-Xms1g"})
+
+
+def test_maven_runs_with_a_jvm_for_short_builds_unless_maven_opts_is_set(tmp_path: Path) -> None:
+    assert maven_command(tmp_path, environ={}).env == {
+        "MAVEN_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    }
+    assert maven_command(tmp_path, environ={"MAVEN_OPTS": "-Xmx1g"}).env == {"MAVEN_OPTS": "-Xmx1g"}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from loadorch.engine.gatling.build import CompiledSimulation
+from loadorch.errors import BadInputError
 from loadorch.plan.model import InjectorPlan, Plan
 from loadorch.process import Command
 
@@ -29,6 +31,40 @@ JVM_OPTIONS = (
     "-Djava.net.preferIPv4Stack=true",
 )
 
+JVM_OPTIONS_ENV = "SPIKE_JVM_OPTIONS"
+# what spike itself decides on the command line: replacing it would break the run, not tune it
+_RESERVED_OPTIONS = frozenset({"-cp", "-classpath", "--class-path", "-jar"})
+_RESERVED_PREFIXES = ("-Xms", "-Xmx", "-D")
+
+
+def parse_jvm_options(text: str, where: str = JVM_OPTIONS_ENV) -> tuple[str, ...]:
+    """Extra JVM options for every Gatling JVM (injectors and the report), split as a shell would.
+
+    Tuning only (`-XX:...`, `-Xss...`): the classpath, the heap (the profile's `injector.heap_mb`)
+    and system properties are spike's, and are refused here.
+    """
+    try:
+        options = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise BadInputError(
+            f"cannot split the JVM options {text!r}: {exc}", where=where, fix="quote them as a shell would"
+        ) from exc
+    for option in options:
+        if not option.startswith("-"):
+            raise BadInputError(
+                f"{option!r} is not a JVM option",
+                where=where,
+                fix="give options only, e.g. -XX:TieredStopAtLevel=1",
+            )
+        if option in _RESERVED_OPTIONS or option.startswith(_RESERVED_PREFIXES):
+            raise BadInputError(
+                f"JVM option {option!r} is spike's to set",
+                where=where,
+                fix="keep to tuning options such as -XX:TieredStopAtLevel=1; the heap is the profile's "
+                "injector.heap_mb",
+            )
+    return options
+
 
 def injector_command(
     compiled: CompiledSimulation,
@@ -42,6 +78,7 @@ def injector_command(
     extra_properties: Mapping[str, str] | None = None,
     classpath: str | None = None,
     start_at_ms: int | None = None,
+    jvm_options: Sequence[str] = (),
 ) -> Command:
     """One injector's Gatling run: its shard of the curve, the shared start, no HTML report.
 
@@ -67,6 +104,7 @@ def injector_command(
         f"-Xms{heap_mb}m",
         f"-Xmx{heap_mb}m",
         *JVM_OPTIONS,
+        *jvm_options,
         "-cp",
         compiled.classpath() if classpath is None else classpath,
         *(f"-D{k}={v}" for k, v in properties.items()),
@@ -85,13 +123,20 @@ def injector_command(
 
 
 def reports_only_command(
-    classpath: str, results_dir: Path, folder: str, *, java: str = "java", heap_mb: int = 2048
+    classpath: str,
+    results_dir: Path,
+    folder: str,
+    *,
+    java: str = "java",
+    heap_mb: int = 2048,
+    jvm_options: Sequence[str] = (),
 ) -> Command:
     """Gatling's reports-only mode over `results_dir/folder`, which holds every injector's log."""
     argv = (
         java,
         f"-Xmx{heap_mb}m",
         *JVM_OPTIONS,
+        *jvm_options,
         "-cp",
         classpath,
         *(f"-D{k}={v}" for k, v in SAFE_GATLING_PROPERTIES.items()),
