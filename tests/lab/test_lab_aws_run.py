@@ -343,28 +343,29 @@ def test_faults_on_ec2_hosts_each_end_in_a_truthful_verdict_and_nothing_left(wor
                 stopped = watch_until_gone(directories[name].name, timeout_s=LEASE_S + 60)
             else:
                 assert client.lose_hosts("ca-central-1")
+        # SIGKILL: the dead-man switch stops Gatling on the host; then recovery finishes the run,
+        # while the other runs go on
+        stopped.join()
+        stopped_after_s = stopped.seconds
+        assert stopped_after_s is not None, (
+            f"Gatling of the killed run still ran {LEASE_S + 60:.0f} s after SIGKILL"
+        )
+        recovery = subprocess.Popen(
+            [sys.executable, "-m", "loadorch", "runs", "recover", "--runs-dir", str(cases["sigkill"].runs)],
+            cwd=REPO,
+            env=world.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        recovered, _ = recovery.communicate(timeout=RUN_TIMEOUT_S)
         codes = {name: finish(case.process) for name, case in cases.items()}
     finally:
         client.clear_fail_apply("sa-east-1")
         for case in cases.values():
             if case.process.poll() is None:
                 os.killpg(case.process.pid, signal.SIGKILL)
-
-    # SIGKILL: the dead-man switch stopped Gatling on the host, then recovery finishes the run
-    stopped.join()
-    stopped_after_s = stopped.seconds
-    assert stopped_after_s is not None, (
-        f"Gatling of the killed run still ran {LEASE_S + 60:.0f} s after SIGKILL"
-    )
-    recovered = subprocess.run(
-        [sys.executable, "-m", "loadorch", "runs", "recover", "--runs-dir", str(cases["sigkill"].runs)],
-        cwd=REPO,
-        env=world.env(),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert recovery.returncode == 0, recovered
 
     for name in ("ctrl-c", "sighup"):
         summary = cases[name].summary()
