@@ -91,7 +91,7 @@ def plan(
             aws_endpoint,
             allow_wide_operator_cidr=allow_wide_operator_cidr,
         )
-        estimate = aws_provider(settings).check_plan(result, cidr)
+        estimate = aws_provider(settings).estimate_plan(result, cidr)
     if as_json:
         data = result.to_dict()
         if estimate is not None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from loadorch.cloud.aws import AwsAccount, aws_client, use_account
+from loadorch.cloud.aws import AwsAccount, aws_client, current_account, use_account
 from loadorch.cloud.capacity import CapacityReport, check_capacity
 from loadorch.cloud.identity import check_credentials, detect_operator_cidr
 from loadorch.cloud.leftovers import find_run_resources
@@ -123,6 +123,7 @@ class AwsProvider(SshFleetProvider):
         self.key_file: Path | None = None  # the run's private SSH key, removed once destroy is verified
         self.caller_arn: str | None = None  # who AWS says we are, after `preflight`
         self.capacity_report: CapacityReport | None = None  # the capacity preflight's figures
+        self._account_before: AwsAccount | None = None
 
     # -- before any AWS call -------------------------------------------------------------------
 
@@ -191,10 +192,21 @@ class AwsProvider(SshFleetProvider):
         """
         if self.settings.operator_cidr is not None or self.settings.endpoint is not None:
             self.operator_cidr()
-        use_account(self.settings.account)  # every AWS call of this process acts in that account
+        self._account_before = current_account()  # back again after teardown (a process may run more)
+        use_account(self.settings.account)  # every AWS call of the run acts in that account
         self.caller_arn = check_credentials(self.settings.endpoint, self.settings.account)
 
-    def check_plan(self, plan: Plan, cidr: str = "127.0.0.1/32") -> CostEstimate:
+    def check_plan(self, plan: Plan) -> tuple[str, ...]:
+        """The plan refused without AWS (regions, CIDR, TTL, budget), then by AWS (type offered,
+        vCPU quota), exit 2, before the run directory exists; returns the capacity warnings."""
+        self.estimate = self.estimate_plan(plan, self.operator_cidr())
+        return self.check_capacity(plan)
+
+    def recovery_details(self) -> dict[str, object]:
+        """The endpoint and the account (a role, profiles per region: no secrets) recovery acts in."""
+        return {"aws_endpoint": self.settings.endpoint, "aws_account": self.settings.account.to_dict()}
+
+    def estimate_plan(self, plan: Plan, cidr: str = "127.0.0.1/32") -> CostEstimate:
         """Everything about the plan that can be refused without AWS: regions, CIDR, TTL and budget."""
         validate_spec(self.fleet_spec(plan, "ssh-ed25519 AAAA preflight", cidr))
         check_ttl(plan, self.settings.ttl_minutes, self.settings.boot_s, self.settings.teardown_s)
@@ -241,7 +253,7 @@ class AwsProvider(SshFleetProvider):
             inventory = workspace.inventory()
             return self._remote_hosts(plan, inventory, run_dir / "ssh" / "id_ed25519")
         cidr = self.operator_cidr()
-        self.estimate = self.check_plan(plan, cidr)
+        self.estimate = self.estimate_plan(plan, cidr)
         self.run_id = plan.run_id
         self.regions = tuple(r.name for r in plan.regions)
         use_account(self.settings.account.for_run(plan.run_id))  # the role session names the run
@@ -382,6 +394,13 @@ class AwsProvider(SshFleetProvider):
     # -- teardown ------------------------------------------------------------------------------
 
     def teardown(self) -> None:
+        try:
+            self._teardown()
+        finally:
+            if self._account_before is not None:
+                use_account(self._account_before)
+
+    def _teardown(self) -> None:
         with _uninterruptible():
             super().teardown()
             if self.workspace is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -93,9 +93,22 @@ class Provider(Protocol):
     name: str
     extra_lead_s: float  # added to the start lead: how much longer injectors take to launch here
     parallel_launch: bool  # whether `launch` and `put` may run for several injectors at once
+    # a target this machine cannot reach is only a note: the injectors check it after the deploy
+    checks_target_from_injectors: bool
 
     def preflight(self) -> None:
         """Cheap checks before anything is built or written: credentials, inventory."""
+
+    def check_plan(self, plan: Plan) -> Sequence[str]:
+        """Refuse what this fleet cannot hold (BadInputError, exit 2) before the run directory
+        exists; returns warnings to show (a quota that could not be checked)."""
+
+    def check_target(self, base_url: str) -> str | None:
+        """After the deploy: the target as every injector sees it (raises when one cannot reach
+        it); what to say, or None where the preflight checked it already."""
+
+    def recovery_details(self) -> Mapping[str, object]:
+        """What `spike runs recover` needs to reach this fleet again (journaled: never secrets)."""
 
     def provision(self, plan: Plan, run_dir: Path) -> None: ...
 

@@ -62,12 +62,22 @@ class LocalProvider:
     # no: PR_SET_PDEATHSIG ties a child to the *thread* that started it, so the launches stay on
     # the orchestrator's thread (and each takes a millisecond anyway)
     parallel_launch = False
+    checks_target_from_injectors = False  # the run's preflight checks it from this machine, the fleet
 
     def __init__(self) -> None:
         self.handles: list[LocalInjector] = []
 
     def preflight(self) -> None:
         """Nothing to check: this machine is the fleet (Java is checked by the run's own preflight)."""
+
+    def check_plan(self, plan: Plan) -> tuple[str, ...]:
+        return ()  # any plan runs here, within the planner's own bounds
+
+    def check_target(self, base_url: str) -> str | None:
+        return None  # checked by the preflight already, from this machine
+
+    def recovery_details(self) -> dict[str, object]:
+        return {}  # recovery finds the processes by the run directory
 
     def provision(self, plan: Plan, run_dir: Path) -> None:
         # Nothing to create: this machine is the fleet.

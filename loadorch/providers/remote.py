@@ -300,6 +300,12 @@ class SshFleetProvider:
 
         return say
 
+    def check_plan(self, plan: Plan) -> tuple[str, ...]:
+        return ()  # subclasses refuse what their fleet cannot hold
+
+    def recovery_details(self) -> dict[str, object]:
+        return {}
+
     def check_target(self, base_url: str) -> str:
         """One GET of `base_url` from every host (any HTTP answer counts); InjectorError naming
         each host that cannot reach it, with the reason it gave (DNS, refused, time-out)."""

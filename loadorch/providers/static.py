@@ -33,7 +33,7 @@ class StaticProvider(SshFleetProvider):
         """The region labels of the inventory, in file order."""
         return tuple(dict.fromkeys(h.region for h in self.inventory.hosts))
 
-    def check_plan(self, plan: Plan) -> None:
+    def check_plan(self, plan: Plan) -> tuple[str, ...]:
         """Every region of the plan has enough hosts; said before anything connects."""
         for region in plan.regions:
             have = [h for h in self.inventory.hosts if h.region == region.name]
@@ -45,6 +45,11 @@ class StaticProvider(SshFleetProvider):
                     fix="add hosts with that region label, pick --regions from the inventory's labels "
                     f"({', '.join(self.regions())}), or raise injector.max_rate_per_s in the profile",
                 )
+        return ()
+
+    def recovery_details(self) -> dict[str, object]:
+        """The inventory recovery reaches the hosts through again."""
+        return {"inventory": str(self.inventory_path)}
 
     def _hosts(self, plan: Plan, run_dir: Path) -> dict[str, RemoteHost]:
         self.check_plan(plan)

@@ -150,15 +150,13 @@ class RunSession:
         try:
             check_target_reachable(self.base_url)
         except SpikeError as exc:
-            if not getattr(self.provider, "checks_target_from_injectors", False):
+            if not self.provider.checks_target_from_injectors:
                 raise
             # remote injectors may reach what this machine cannot (a private network, region DNS)
             self.observer.phase(
                 "preflight", f"{exc.message} from this machine; every injector checks it after the deploy"
             )
-        provider_preflight = getattr(self.provider, "preflight", None)
-        if provider_preflight is not None:
-            provider_preflight()
+        self.provider.preflight()
         self.sink = preflight_sink(self.settings.influx) if self.settings.influx else None
         if self.sink is not None and self.settings.influx is not None:
             # earlier runs' points that never reached this InfluxDB go first (bounded in time)
@@ -187,17 +185,10 @@ class RunSession:
                 max_injectors=self.settings.max_injectors,
             ),
         )
-        # what a provider can refuse about the plan itself (aws: regions, CIDR, TTL, budget): exit 2,
-        # before the run directory exists
-        check_plan = getattr(self.provider, "check_plan", None)
-        if check_plan is not None:
-            operator_cidr = getattr(self.provider, "operator_cidr", None)  # aws: the CIDR SSH is opened to
-            check_plan(self.plan, *([operator_cidr()] if operator_cidr is not None else []))
-        # what the cloud says about the plan (aws: the type offered, the vCPU quota), still exit 2
-        check_capacity = getattr(self.provider, "check_capacity", None)
-        if check_capacity is not None:
-            for warning in check_capacity(self.plan):
-                self.observer.phase("preflight", warning)
+        # what a provider refuses about the plan (aws: regions, CIDR, TTL, budget, then the type
+        # offered and the vCPU quota): exit 2, before the run directory exists
+        for warning in self.provider.check_plan(self.plan):
+            self.observer.phase("preflight", warning)
         self.disk_need = estimate_run_disk(
             self.plan,
             html_report=self.settings.html_report,
@@ -228,10 +219,8 @@ class RunSession:
             plan_digest=self.plan.profile_digest,
             history_db=str(self.settings.history_db) if self.settings.history_db else None,
             schedule=self.settings.schedule,
-            # what recovery needs to reach the hosts again (static: the inventory; no secrets)
-            inventory=str(getattr(self.provider, "inventory_path", "") or "") or None,
-            aws_endpoint=getattr(getattr(self.provider, "settings", None), "endpoint", None),
-            aws_account=_aws_account(self.provider),
+            # what recovery needs to reach the hosts again (static: the inventory; aws: endpoint, account)
+            **self.provider.recovery_details(),
         )
         write_json_atomic(layout.plan, self.plan.to_dict())
         shutil.copyfile(self.loaded.source, layout.profile)
@@ -267,9 +256,9 @@ class RunSession:
         self.sites = self.provider.deploy(self.plan, artifacts, self.run_layout.root)
         self._record("deployed")
         self.observer.phase("deploy", f"simulation {self.compiled.key} and the agent are on every injector")
-        check_target = getattr(self.provider, "check_target", None)
-        if check_target is not None:  # from where the load comes: before a second of it is planned
-            self.observer.phase("preflight", check_target(self.base_url))
+        said = self.provider.check_target(self.base_url)  # from where the load comes, before the go
+        if said is not None:
+            self.observer.phase("preflight", said)
         self.clock = self.provider.clock_check()
         self._check_clock(self.clock)
 
@@ -605,9 +594,3 @@ class RunSession:
         if message:
             self.observer.phase("clock", message)
 
-
-def _aws_account(provider: Provider) -> dict[str, object] | None:
-    """The account an aws run acts in (a role, profiles per region), for recovery; None elsewhere."""
-    account = getattr(getattr(provider, "settings", None), "account", None)
-    to_dict = getattr(account, "to_dict", None)
-    return to_dict() if callable(to_dict) else None
