@@ -16,7 +16,7 @@ from loadorch.cli.common import console, handles_errors
 from loadorch.cli.fleet import AwsExternalIdOption, AwsRegionProfileOption, AwsRoleArnOption, aws_account
 from loadorch.cloud import pricing, reaper
 from loadorch.cloud import tags as tag_keys
-from loadorch.cloud.aws import AwsAccount, use_account
+from loadorch.cloud.aws import AwsAccount, account_scope
 from loadorch.cloud.leftovers import Resource
 from loadorch.cloud.reaper import ReapOutcome, ReapStatus
 from loadorch.errors import BadInputError, ExitCode
@@ -88,33 +88,36 @@ def reap(
     regions = split_values(region)
     account = aws_account(aws_role_arn, aws_external_id, aws_region_profile)
     who = "spike-reap-" + "".join(c if c.isalnum() or c in "=,.@-" else "-" for c in getpass.getuser())
-    use_account(AwsAccount(account.role_arn, account.external_id, who[:64], account.region_profiles))
-    found = reaper.find_spike_resources(regions or None, aws_endpoint, run_id=run, older_than_s=older_than_s)
-    scope = _scope(regions, run, older_than)
-    if not found:
-        console.print(f"[green]nothing to reap[/]: no spike resources {scope}")
-        return
-    console.print(f"found {len(found)} spike resource(s) {scope}:")
-    console.print(_resource_table(found))
-    if not yes:
-        console.print("[yellow]dry run: nothing terminated[/]; add --yes to terminate and delete these")
-        return
-    with console.status(f"terminating and deleting {len(found)} resource(s); instances can take minutes"):
-        result = reaper.reap(found, aws_endpoint)
-    console.print(_outcome_table(result.outcomes))
-    for outcome in result.failed:
-        resource = outcome.resource
-        console.print(
-            f"[red]failed[/] {resource.region} {resource.kind} {resource.id}: {escape(outcome.detail)}"
+    with account_scope(AwsAccount(account.role_arn, account.external_id, who[:64], account.region_profiles)):
+        # every AWS call of the command acts in that account, and only the command's
+        found = reaper.find_spike_resources(
+            regions or None, aws_endpoint, run_id=run, older_than_s=older_than_s
         )
-    if result.ok:
-        console.print(f"[green]reaped[/]: {len(result.outcomes)} resource(s) gone")
-        return
-    console.print(
-        f"[red]{len(result.failed)} of {len(result.outcomes)} resource(s) could not be removed[/]; "
-        "run `spike reap` again, then check the AWS console"
-    )
-    raise typer.Exit(int(ExitCode.INFRASTRUCTURE))
+        scope = _scope(regions, run, older_than)
+        if not found:
+            console.print(f"[green]nothing to reap[/]: no spike resources {scope}")
+            return
+        console.print(f"found {len(found)} spike resource(s) {scope}:")
+        console.print(_resource_table(found))
+        if not yes:
+            console.print("[yellow]dry run: nothing terminated[/]; add --yes to terminate and delete these")
+            return
+        with console.status(f"terminating and deleting {len(found)} resource(s); instances can take minutes"):
+            result = reaper.reap(found, aws_endpoint)
+        console.print(_outcome_table(result.outcomes))
+        for outcome in result.failed:
+            resource = outcome.resource
+            console.print(
+                f"[red]failed[/] {resource.region} {resource.kind} {resource.id}: {escape(outcome.detail)}"
+            )
+        if result.ok:
+            console.print(f"[green]reaped[/]: {len(result.outcomes)} resource(s) gone")
+            return
+        console.print(
+            f"[red]{len(result.failed)} of {len(result.outcomes)} resource(s) could not be removed[/]; "
+            "run `spike reap` again, then check the AWS console"
+        )
+        raise typer.Exit(int(ExitCode.INFRASTRUCTURE))
 
 
 def _scope(regions: Sequence[str], run: str | None, older_than: str | None) -> str:

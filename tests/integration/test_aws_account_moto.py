@@ -17,7 +17,7 @@ from moto_server import FAKE_CREDENTIALS, MotoServer
 from typer.testing import CliRunner
 
 from loadorch.cli.main import app
-from loadorch.cloud.aws import AwsAccount, account_scope, aws_client, parse_region_profiles
+from loadorch.cloud.aws import AwsAccount, account_scope, aws_client, current_account, parse_region_profiles
 from loadorch.cloud.identity import check_credentials
 from loadorch.cloud.leftovers import find_run_resources
 from loadorch.cloud.tags import run_tags
@@ -104,6 +104,8 @@ def test_leftovers_and_reap_act_in_the_load_test_account(env: MotoServer) -> Non
     assert "nothing to reap" in without_role.output, without_role.output
     done = CliRunner().invoke(app, [*args, "--aws-role-arn", ROLE, "--yes"])
     assert done.exit_code == 0, done.output
+    # the command's account ends with the command: what runs next in this process is not in it
+    assert current_account() == AwsAccount()
     with account_scope(account):
         assert find_run_resources(RUN, REGIONS, env.endpoint) == []
 
