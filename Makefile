@@ -5,9 +5,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PORT    ?= 8080
 INFLUX_PORT ?= 8086
-# The integration and fault tiers mostly wait (on Gatling runs, timeouts, servers), so two workers
-# roughly halve the suite on a 2-core machine; each test file stays on one worker (--dist loadfile).
-TEST_WORKERS ?= 2
+# The tiers mostly wait (on Gatling runs, Terraform, timeouts, servers), so three workers share a
+# 2-core machine; each test file stays whole on one worker, and the lab tier's files are one group
+# that starts first (tests/conftest.py, --dist loadgroup).
+TEST_WORKERS ?= 3
 
 .PHONY: deps system-deps python-deps gatling-deps toxiproxy checkov demo test test-unit test-integration lint bench clean
 
@@ -73,16 +74,8 @@ $(CHECKOV):
 demo: deps
 	PORT=$(PORT) INFLUX_PORT=$(INFLUX_PORT) SPIKE=$(BIN)/spike scripts/demo.sh
 
-# The lab tier (tests/lab: one lab per machine, its modules take turns) mostly waits on Terraform,
-# moto and booting hosts: it runs as a session of its own beside the other tiers' workers, and
-# its output follows theirs. CPU hogs (SPIKE_TEST_CPU_HOGS) come from the main session only.
-LAB_LOG := .tools/lab-tests.log
 test: deps lint
-	@mkdir -p .tools
-	@SPIKE_TEST_CPU_HOGS=0 $(BIN)/pytest tests/lab -s -p no:cacheprovider --durations=10 >$(LAB_LOG) 2>&1 & lab=$$!; \
-	  $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 --ignore=tests/lab; rest=$$?; \
-	  wait $$lab; labrc=$$?; echo "--- the lab tier (tests/lab) ---"; cat $(LAB_LOG); \
-	  echo "tiers: exit $$rest, lab tier: exit $$labrc"; [ $$rest -eq 0 ] && [ $$labrc -eq 0 ]
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 test-unit: python-deps
 	$(BIN)/pytest tests/unit

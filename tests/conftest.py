@@ -51,3 +51,17 @@ def _cpu_hogs() -> Iterator[None]:
         for hog in hogs:
             hog.terminate()
             hog.join(timeout=5)
+
+
+_TESTS = Path(__file__).resolve().parent
+_LAB = _TESTS / "lab"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For `--dist loadgroup` (make test): a test file is a group, run whole on one worker, except
+    the lab tier, whose files are one group (one lab runs on a machine at a time, so they take
+    turns anyway) that goes first, being the longest."""
+    for item in items:
+        lab = item.path.is_relative_to(_LAB)
+        item.add_marker(pytest.mark.xdist_group("lab" if lab else str(item.path.relative_to(_TESTS))))
+    items.sort(key=lambda item: not item.path.is_relative_to(_LAB))
