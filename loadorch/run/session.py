@@ -593,4 +593,3 @@ class RunSession:
         )
         if message:
             self.observer.phase("clock", message)
-
