@@ -135,7 +135,8 @@ def test_every_region_refused_is_in_the_one_error(moto: MotoServer) -> None:
 def test_an_unknown_type_is_refused_naming_it(moto: MotoServer) -> None:
     with pytest.raises(PreflightError, match=r"EC2 does not offer c6i\.huge in eu-west-2") as caught:
         check_capacity({"eu-west-2": 1}, "c6i.huge", spot=False, endpoint=moto.endpoint)
-    assert "c6i.large" in (caught.value.fix or "")
+    assert caught.value.fix is not None
+    assert "c6i.large" in caught.value.fix
 
 
 def test_a_family_with_its_own_quota_is_not_checked_and_says_so(moto: MotoServer) -> None:

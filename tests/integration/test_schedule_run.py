@@ -186,7 +186,9 @@ def test_run_now_runs_the_command_and_writes_junit_and_verdict(
     failure = failed[0].find("failure")
     assert failure is not None and failure.get("message") == "observed 10, limit 5"
     assert suite.get("time") == "15.000"
-    assert datetime.fromisoformat(suite.get("timestamp") or "")
+    timestamp = suite.get("timestamp")
+    assert timestamp is not None
+    assert datetime.fromisoformat(timestamp)
 
     state = json.loads(runner.state_path("weekly").read_text())
     assert state["last_verdict"] == "failed" and state["last_exit_code"] == 1

@@ -691,7 +691,9 @@ def test_aws_preflight_without_credentials_names_the_variables(tmp_path: Path) -
     with pytest.raises(PreflightError) as caught:
         provider.preflight()  # type: ignore[attr-defined]
     assert "no usable AWS credentials" in caught.value.message
-    assert "AWS_PROFILE" in (caught.value.fix or "") and "AWS_ACCESS_KEY_ID" in (caught.value.fix or "")
+    fix = caught.value.fix
+    assert fix is not None
+    assert "AWS_PROFILE" in fix and "AWS_ACCESS_KEY_ID" in fix
     assert caught.value.exit_code == 2
     assert list(tmp_path.iterdir()) == []
 
@@ -765,7 +767,8 @@ def test_aws_preflight_reports_rejected_credentials(tmp_path: Path, monkeypatch:
 
     error = check()
     assert "AWS rejected the credentials (InvalidClientTokenId)" in error.message
-    assert "aws sso login" in (error.fix or "")
+    assert error.fix is not None
+    assert "aws sso login" in error.fix
 
 
 # -- static preflight ----------------------------------------------------------------------------
