@@ -253,7 +253,8 @@ class AwsProvider(SshFleetProvider):
             inventory = workspace.inventory()
             return self._remote_hosts(plan, inventory, run_dir / "ssh" / "id_ed25519")
         cidr = self.operator_cidr()
-        self.estimate = self.estimate_plan(plan, cidr)
+        if self.estimate is None:  # check_plan (the run's own preflight) estimated it already
+            self.estimate = self.estimate_plan(plan, cidr)
         self.run_id = plan.run_id
         self.regions = tuple(r.name for r in plan.regions)
         use_account(self.settings.account.for_run(plan.run_id))  # the role session names the run

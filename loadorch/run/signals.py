@@ -23,7 +23,6 @@ class Interrupts:
         self.received: list[str] = []
         self.shielded = False
         self.deferring = False
-        self.pending = False
 
     @property
     def forced(self) -> bool:
@@ -32,9 +31,7 @@ class Interrupts:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signal.Signals(signum).name)
-        if self.deferring:
-            self.pending = True
-        elif not self.shielded:
+        if not self.deferring and not self.shielded:
             self.shielded = True
             raise KeyboardInterrupt
 
@@ -49,8 +46,7 @@ class Interrupts:
 
     def raise_deferred(self) -> None:
         """The interrupt a deferred block held back, raised now (where it is handled)."""
-        if self.pending and not self.shielded:
-            self.pending = False
+        if self.received and not self.shielded:  # unshielded, only a deferred signal is counted
             self.shielded = True
             raise KeyboardInterrupt
 
